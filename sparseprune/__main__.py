@@ -1,0 +1,3 @@
+from sparseprune.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""The Typer app. Each command parses options, calls one library function, renders, exits.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from sparseprune import __version__
+from sparseprune.cli import inspect_cmd
+from sparseprune.cli.common import state
+
+app = typer.Typer(
+    name="sparseprune",
+    help="Inspect and prune saved Keras models (.keras, .h5) safely, without loading them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sparseprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    """Inspect and prune saved Keras models (.keras, .h5) safely, without loading them."""
+    state.debug = debug
+
+
+app.command("inspect")(inspect_cmd.inspect)
+
+
+def main() -> None:
+    app(prog_name="sparseprune")

@@ -1,0 +1,104 @@
+"""`sparseprune inspect`: per-layer near-zero report, CI gates, plots."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sparseprune.cli.common import exit_codes, fail, last_error, stderr, stdout
+from sparseprune.inspection import ModelReport, gate_failures, inspect_model
+from sparseprune.stats import DEFAULT_THRESHOLD
+from sparseprune.streams import input_path
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+def inspect(
+    models: Annotated[
+        list[str], typer.Argument(help="Model files (.keras, .h5, .weights.h5); - reads stdin.")
+    ],
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", "-t", min=0.0, help="|w| <= threshold counts as near zero."),
+    ] = DEFAULT_THRESHOLD,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Show every tensor, not only prunable ones.")
+    ] = False,
+    layers: Annotated[
+        str | None, typer.Option(help="Only layers whose name matches this regex (re.search).")
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = OutputFormat.table,
+    as_json: Annotated[bool, typer.Option("--json", help="Shortcut for --format json.")] = False,
+    min_sparsity: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Exit 1 if the prunable near-zero fraction is below."),
+    ] = None,
+    max_sparsity: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Exit 1 if any selected layer's fraction is above."),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG of |w| distributions and sparsity.")
+    ] = None,
+) -> None:
+    """Report per-layer near-zero weights of saved Keras models (no TensorFlow import)."""
+    fmt = OutputFormat.json if as_json else output_format
+    reports: list[ModelReport] = []
+    errors: list[dict[str, str]] = []
+    for model in models:
+        try:
+            with exit_codes(), input_path(model) as (path, label):
+                reports.append(
+                    inspect_model(path, threshold, layers, show_all, plot is not None, label)
+                )
+        except typer.Exit:
+            errors.append({"path": model, "error": last_error()})
+    failures = {r.path: gate_failures(r, min_sparsity, max_sparsity) for r in reports}
+    if reports or fmt is OutputFormat.json:
+        _render(fmt, reports, failures, errors)
+    if plot is not None:
+        _plots(reports, plot)
+    if errors:
+        raise typer.Exit(2)
+    messages = [message for report_failures in failures.values() for message in report_failures]
+    for message in messages:
+        stderr.print(f"[bold red]check failed:[/] {message}", soft_wrap=True)
+    if messages:
+        raise typer.Exit(1)
+
+
+def _render(fmt: OutputFormat, reports, failures, errors) -> None:
+    from sparseprune.render import inspect_output
+
+    if fmt is OutputFormat.json:
+        typer.echo(inspect_output.to_json(reports, failures, errors))
+    elif fmt is OutputFormat.csv:
+        typer.echo(inspect_output.to_csv(reports), nl=False)
+    elif fmt is OutputFormat.markdown:
+        typer.echo(inspect_output.to_markdown(reports, failures))
+    else:
+        from sparseprune.render.inspect_table import print_tables
+
+        print_tables(stdout, reports, {})
+
+
+def _plots(reports: list[ModelReport], plot: Path) -> None:
+    from sparseprune.render.plot import save_plot
+
+    for index, report in enumerate(reports):
+        target = plot if len(reports) == 1 else plot.with_stem(f"{plot.stem}-{index + 1}")
+        try:
+            save_plot(report, str(target))
+        except OSError as error:
+            raise fail(f"cannot write plot {target}: {error.strerror or error}.") from None
+        stderr.print(f"plot written to {target}")

@@ -1,0 +1,124 @@
+"""Open HDF5 files defensively: no links, no external or virtual storage, no shape bombs.
+
+Every object in the file is checked once when it is opened, so the readers above can walk it freely.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import IO
+
+import h5py
+import numpy as np
+
+from sparseprune.errors import InputError, UnsafeModelError
+
+MAX_DEPTH = 64
+MAX_OBJECTS = 1_000_000
+# DEFLATE cannot expand more than ~1032:1, so a dataset declaring more than this over its stored
+# bytes stores (almost) nothing: a shape bomb, not a real tensor.
+BOMB_FLOOR_BYTES = 1 << 20
+BOMB_MAX_EXPANSION = 1100
+NUMERIC_KINDS = frozenset("biuf")
+SLAB_BYTES = 16 << 20
+
+
+def open_h5(source: str | IO[bytes], label: str) -> h5py.File:
+    """Open read-only and validate the whole tree; raise `InputError` for anything unreadable."""
+    try:
+        handle = h5py.File(source, "r", locking=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{label} is not a readable HDF5 file ({_reason(error)}).") from error
+    try:
+        validate_tree(handle, label)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def validate_tree(root: h5py.Group, label: str) -> None:
+    """Reject links, external/virtual datasets, shape bombs and non-numeric datasets."""
+    for seen, (path, obj) in enumerate(_walk(root, label), start=1):
+        if seen > MAX_OBJECTS:
+            raise UnsafeModelError(f"{label} holds over {MAX_OBJECTS:,} HDF5 objects; refusing it.")
+        if isinstance(obj, h5py.Dataset):
+            check_dataset(obj, path, label)
+
+
+def _walk(group: h5py.Group, label: str, prefix: str = "", depth: int = 0) -> Iterator:
+    if depth > MAX_DEPTH:
+        raise UnsafeModelError(f"{label} nests HDF5 groups deeper than {MAX_DEPTH}; refusing it.")
+    for name in group:
+        path = f"{prefix}/{name}"
+        link = group.get(name, getlink=True)
+        if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+            kind = "external link" if isinstance(link, h5py.ExternalLink) else "soft link"
+            raise UnsafeModelError(
+                f"{label} contains an HDF5 {kind} at '{path}'; sparseprune refuses links "
+                "because they can point at other data or files."
+            )
+        obj = group[name]
+        yield path, obj
+        if isinstance(obj, h5py.Group):
+            yield from _walk(obj, label, path, depth + 1)
+
+
+def check_dataset(dataset: h5py.Dataset, path: str, label: str) -> None:
+    if dataset.is_virtual:
+        raise UnsafeModelError(f"{label} has a virtual HDF5 dataset at '{path}'; refusing it.")
+    if dataset.external:
+        raise UnsafeModelError(
+            f"{label} has a dataset at '{path}' stored in external files; refusing it."
+        )
+    if dataset.dtype.kind not in NUMERIC_KINDS and not _is_bfloat16(dataset):
+        raise InputError(
+            f"{label} has a non-numeric weight at '{path}' (dtype {dataset.dtype}); "
+            "a Keras weight is a numeric array."
+        )
+    declared = math.prod(dataset.shape or ()) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if declared > BOMB_FLOOR_BYTES and declared > BOMB_MAX_EXPANSION * stored:
+        raise UnsafeModelError(
+            f"{label}: dataset '{path}' declares {declared:,} bytes but stores {stored:,}; "
+            "refusing a likely shape bomb."
+        )
+
+
+def read_array(dataset: h5py.Dataset) -> np.ndarray:
+    """Read a whole dataset; bfloat16 (stored by Keras as raw 16-bit words) becomes float32."""
+    array = np.asarray(dataset[()])
+    return _decode(dataset, array)
+
+
+def iter_slabs(dataset: h5py.Dataset) -> Iterator[np.ndarray]:
+    """Yield a dataset in slabs along its first axis, so memory stays near `SLAB_BYTES`."""
+    shape = dataset.shape or ()
+    if len(shape) == 0 or dataset.nbytes <= SLAB_BYTES:
+        yield read_array(dataset)
+        return
+    row_bytes = max(1, dataset.nbytes // max(shape[0], 1))
+    step = max(1, SLAB_BYTES // row_bytes)
+    for start in range(0, shape[0], step):
+        yield _decode(dataset, np.asarray(dataset[start : start + step]))
+
+
+def _is_bfloat16(dataset: h5py.Dataset) -> bool:
+    marker = dataset.attrs.get("dtype")
+    return (
+        isinstance(marker, (str, bytes))
+        and marker in ("bfloat16", b"bfloat16")
+        and (dataset.dtype.itemsize == 2)
+    )
+
+
+def _decode(dataset: h5py.Dataset, array: np.ndarray) -> np.ndarray:
+    if _is_bfloat16(dataset):
+        return (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return array
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:160]

@@ -1,0 +1,116 @@
+"""Walk the legacy HDF5 layout: `layer_names` -> layer groups -> `weight_names` -> datasets.
+
+Dataset paths are never guessed from layer names: old Keras 2 files store `conv2d_1/conv2d_1_1/
+kernel:0` under the layer `conv2d_1`. We follow `weight_names` (split into `weight_names0`,
+`weight_names1`, ... when over 64 KiB) and take the role from the last path component.
+"""
+
+from __future__ import annotations
+
+import re
+
+import h5py
+
+from sparseprune.errors import InputError
+from sparseprune.formats.config import LayerTree
+from sparseprune.formats.model import LayerInfo, TensorInfo
+from sparseprune.registry import is_prunable
+
+_SUFFIX = re.compile(r":\d+$")
+
+
+def read_legacy_weights(group: h5py.Group, tree: LayerTree | None, label: str) -> list[TensorInfo]:
+    """Describe every weight listed by `layer_names`/`weight_names` under `group`."""
+    tensors: list[TensorInfo] = []
+    for layer_name in string_list_attr(group, "layer_names", label):
+        layer_group = group.get(layer_name)
+        if not isinstance(layer_group, h5py.Group):
+            raise InputError(f"{label}: layer '{layer_name}' is listed but has no weight group.")
+        node = tree.child_named(layer_name) if tree else None
+        for weight_name in string_list_attr(layer_group, "weight_names", label):
+            dataset = layer_group.get(weight_name)
+            if not isinstance(dataset, h5py.Dataset):
+                raise InputError(
+                    f"{label}: weight '{weight_name}' of layer '{layer_name}' is listed "
+                    "but missing."
+                )
+            layer = _owner(layer_name, node, weight_name)
+            role = _SUFFIX.sub("", weight_name.rsplit("/", 1)[-1])
+            tensors.append(
+                TensorInfo(
+                    path=dataset.name.lstrip("/"),
+                    layer=layer.name,
+                    layer_class=layer.class_name,
+                    role=role,
+                    shape=tuple(int(d) for d in dataset.shape),
+                    dtype=str(dataset.dtype),
+                    prunable=is_prunable(layer.class_name, role),
+                )
+            )
+    return tensors
+
+
+def read_optimizer_weights(group: h5py.Group) -> list[TensorInfo]:
+    """Optimizer slots, reported apart from the model's weights."""
+    found: list[TensorInfo] = []
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            found.append(
+                TensorInfo(
+                    path=obj.name.lstrip("/"),
+                    layer="(optimizer)",
+                    layer_class=None,
+                    role=name,
+                    shape=tuple(int(d) for d in obj.shape),
+                    dtype=str(obj.dtype),
+                    kind="optimizer",
+                )
+            )
+
+    group.visititems(visit)
+    return found
+
+
+def _owner(layer_name: str, node: LayerTree | None, weight_name: str) -> LayerInfo:
+    """The layer a weight belongs to; inside a nested model, the inner layer (`outer/inner`)."""
+    if node is None:
+        return LayerInfo(layer_name, None)
+    if node.is_container():
+        parts = weight_name.split("/")
+        if parts[0] == layer_name and len(parts) > 2:
+            parts = parts[1:]
+        inner = node.child_named(parts[0]) if len(parts) > 1 else None
+        if inner is not None:
+            return inner.info
+    return node.info
+
+
+def string_list_attr(group: h5py.Group, name: str, label: str) -> list[str]:
+    """Read a list-of-strings attribute, joining `name0`, `name1`, ... chunks when split."""
+    attrs = group.attrs
+    if name in attrs:
+        values = list(_as_list(attrs[name]))
+    else:
+        values = []
+        chunk = 0
+        while f"{name}{chunk}" in attrs:
+            values.extend(_as_list(attrs[f"{name}{chunk}"]))
+            chunk += 1
+    out = []
+    for value in values:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if not isinstance(value, str):
+            raise InputError(f"{label}: attribute '{name}' of '{group.name}' is not text.")
+        out.append(value)
+    return out
+
+
+def _as_list(value: object) -> list:
+    if isinstance(value, (str, bytes)):
+        return [value]
+    try:
+        return list(value)  # numpy arrays of names
+    except TypeError:
+        return [value]

@@ -1,0 +1,233 @@
+"""Open any supported model file and describe it: `open_model(path) -> ModelFile`.
+
+The format is decided by the file's magic bytes, not its suffix. Only zipfile, json, h5py and numpy
+are used: opening a file never imports TensorFlow or Keras and never runs code stored in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import h5py
+import numpy as np
+
+from sparseprune.errors import InputError
+from sparseprune.formats import archive as zipped
+from sparseprune.formats.config import LayerTree, build_tree, parse_config_json
+from sparseprune.formats.h5safe import _reason, iter_slabs, open_h5, read_array
+from sparseprune.formats.legacy_h5 import read_legacy_weights, read_optimizer_weights
+from sparseprune.formats.model import (
+    FORMAT_H5,
+    FORMAT_H5_WEIGHTS,
+    FORMAT_KERAS,
+    FORMAT_WEIGHTS_H5,
+    LayerInfo,
+    TensorInfo,
+)
+from sparseprune.formats.varstore import read_varstore
+
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# HDF5 looks for its superblock at 0, 512, 1024, 2048, ... (a user block may precede it).
+HDF5_MAGIC_OFFSETS = (0, 512, 1024, 2048, 4096)
+READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile)
+
+
+@dataclass
+class ModelFile:
+    """An open, validated model file. Use as a context manager; read tensors one at a time."""
+
+    path: str
+    format: str
+    size: int
+    tree: LayerTree | None
+    tensors: list[TensorInfo]
+    weights: h5py.File
+    writer: str | None = None
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    @property
+    def layers(self) -> list[LayerInfo]:
+        return self.tree.flatten() if self.tree else []
+
+    @property
+    def model_tensors(self) -> list[TensorInfo]:
+        return [t for t in self.tensors if t.kind == "weight"]
+
+    @property
+    def optimizer_tensors(self) -> list[TensorInfo]:
+        return [t for t in self.tensors if t.kind == "optimizer"]
+
+    def flags(self) -> dict[str, list[str]]:
+        """Layer names by warning flag (`lambda`, `custom_module`, `unknown_class`)."""
+        out: dict[str, list[str]] = {}
+        for layer in self.layers:
+            for flag in layer.flags:
+                out.setdefault(flag, []).append(layer.name)
+        return out
+
+    def read(self, tensor: TensorInfo) -> np.ndarray:
+        with self._reading(tensor):
+            return read_array(self.weights[tensor.path])
+
+    def slabs(self, tensor: TensorInfo) -> Iterator[np.ndarray]:
+        """The tensor in slabs along its first axis (bounded memory for huge tensors)."""
+        with self._reading(tensor):
+            yield from iter_slabs(self.weights[tensor.path])
+
+    @contextlib.contextmanager
+    def _reading(self, tensor: TensorInfo) -> Iterator[None]:
+        try:
+            yield
+        except READ_ERRORS as error:
+            raise InputError(
+                f"{self.path}: cannot read weight '{tensor.name}' ({_reason(error)}); "
+                "the file is corrupt or truncated."
+            ) from error
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> ModelFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_model(path: str | os.PathLike[str], label: str | None = None) -> ModelFile:
+    """Open and validate a model file; raise `InputError` with one clear sentence if impossible."""
+    label = label or str(path)
+    source = Path(path)
+    if not source.exists():
+        raise InputError(f"{label} does not exist; check the path.")
+    if source.is_dir():
+        raise InputError(
+            f"{label} is a directory; give a .keras or .h5 file (TensorFlow SavedModel "
+            "folders are not supported)."
+        )
+    stack = contextlib.ExitStack()
+    try:
+        handle = stack.enter_context(open(source, "rb"))  # noqa: SIM115 (owned by stack)
+        size = os.fstat(handle.fileno()).st_size
+        model = _open_stream(handle, size, label, stack)
+    except InputError:
+        stack.close()
+        raise
+    except (*READ_ERRORS, UnicodeError, TypeError) as error:
+        stack.close()
+        raise InputError(
+            f"{label} could not be read as a Keras model ({_reason(error)}); "
+            "the file is corrupt or truncated."
+        ) from error
+    except BaseException:
+        stack.close()
+        raise
+    return model
+
+
+def _open_stream(
+    handle: IO[bytes], size: int, label: str, stack: contextlib.ExitStack
+) -> ModelFile:
+    if size == 0:
+        raise InputError(f"{label} is empty; it is not a model file.")
+    head = handle.read(8)
+    if head.startswith(ZIP_MAGIC):
+        handle.seek(0)
+        return _open_keras_archive(handle, size, label, stack)
+    if _has_hdf5_magic(handle):
+        handle.seek(0)
+        weights = stack.enter_context(open_h5(handle, label))
+        return _describe_h5(weights, size, label, stack)
+    raise InputError(
+        f"{label} is neither a Keras archive (.keras) nor an HDF5 file (.h5); "
+        "give a file saved by Keras."
+    )
+
+
+def _has_hdf5_magic(handle: IO[bytes]) -> bool:
+    for offset in HDF5_MAGIC_OFFSETS:
+        handle.seek(offset)
+        if handle.read(8) == HDF5_MAGIC:
+            return True
+    return False
+
+
+def _open_keras_archive(
+    handle: IO[bytes], size: int, label: str, stack: contextlib.ExitStack
+) -> ModelFile:
+    archive = stack.enter_context(zipped.open_archive(handle, label))
+    if not zipped.has_member(archive, zipped.CONFIG_MEMBER):
+        raise InputError(f"{label} is a zip archive without 'config.json'; not a Keras model.")
+    if zipped.has_member(archive, zipped.NPZ_WEIGHTS_MEMBER) and not zipped.has_member(
+        archive, zipped.WEIGHTS_MEMBER
+    ):
+        raise InputError(
+            f"{label} stores its weights as model.weights.npz, which sparseprune does not "
+            "read yet; re-save the model with model.save('model.keras')."
+        )
+    tree = parse_config_json(zipped.read_json_member(archive, zipped.CONFIG_MEMBER, label), label)
+    writer = _keras_version(archive, label)
+    member = stack.enter_context(zipped.open_member(archive, zipped.WEIGHTS_MEMBER, label))
+    weights = stack.enter_context(open_h5(member, f"{label}:{zipped.WEIGHTS_MEMBER}"))
+    tensors = in_config_order(read_varstore(weights, tree), tree)
+    return ModelFile(label, FORMAT_KERAS, size, tree, tensors, weights, writer, stack)
+
+
+def in_config_order(tensors: list[TensorInfo], tree: LayerTree | None) -> list[TensorInfo]:
+    """Weights in the order the architecture lists their layers (files store them by key)."""
+    if tree is None:
+        return tensors
+    rank = {layer.name: i for i, layer in enumerate(tree.flatten())}
+    last = len(rank)
+    return sorted(tensors, key=lambda t: (t.kind != "weight", rank.get(t.layer, last)))
+
+
+def _keras_version(archive: zipfile.ZipFile, label: str) -> str | None:
+    if not zipped.has_member(archive, zipped.METADATA_MEMBER):
+        return None
+    try:
+        meta = json.loads(zipped.read_json_member(archive, zipped.METADATA_MEMBER, label))
+    except ValueError:
+        return None
+    version = meta.get("keras_version") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def _describe_h5(
+    weights: h5py.File, size: int, label: str, stack: contextlib.ExitStack
+) -> ModelFile:
+    attrs = weights.attrs
+    writer = _text(attrs.get("keras_version"))
+    if "model_weights" in weights and "model_config" in attrs:
+        tree = parse_config_json(_text(attrs["model_config"]) or "", label)
+        tensors = read_legacy_weights(weights["model_weights"], tree, label)
+        if isinstance(weights.get("optimizer_weights"), h5py.Group):
+            tensors += read_optimizer_weights(weights["optimizer_weights"])
+        return ModelFile(label, FORMAT_H5, size, tree, tensors, weights, writer, stack)
+    if "layer_names" in attrs or "layer_names0" in attrs:
+        tensors = read_legacy_weights(weights, None, label)
+        return ModelFile(label, FORMAT_H5_WEIGHTS, size, None, tensors, weights, writer, stack)
+    if "layers" in weights or "_layer_checkpoint_dependencies" in weights:
+        tensors = read_varstore(weights, None)
+        return ModelFile(label, FORMAT_WEIGHTS_H5, size, None, tensors, weights, writer, stack)
+    raise InputError(
+        f"{label} is an HDF5 file but not a Keras model or weights file "
+        "(no model_weights, layer_names or layers)."
+    )
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+__all__ = ["ModelFile", "build_tree", "open_model"]

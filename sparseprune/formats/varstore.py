@@ -1,0 +1,160 @@
+"""Walk the Keras 3 weights layout: `layers/<key>/.../vars/<i>`, also used by tf_keras `.keras`.
+
+Storage keys are not layer names (`dense_1` may be the layer `head`). The real name comes from the
+`name` attribute Keras >= 3.6 writes on each `vars` group, else from the config: Keras numbers keys
+per snake_case class name in layer order, which we replay. Variables are numbered, so their roles
+come from the registry table for the layer's class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import h5py
+
+from sparseprune.formats.config import LayerTree
+from sparseprune.formats.model import LayerInfo, TensorInfo, TensorKind
+from sparseprune.registry import (
+    SUBOBJECT_CLASSES,
+    class_from_storage_key,
+    is_prunable,
+    to_snake_case,
+    variable_roles,
+)
+
+LAYER_LISTS = ("layers", "_layer_checkpoint_dependencies")
+
+
+def read_varstore(root: h5py.Group, tree: LayerTree | None) -> list[TensorInfo]:
+    """Describe every dataset under a `vars` group, in file order."""
+    tensors: list[TensorInfo] = []
+    for group_path, vars_group in _vars_groups(root):
+        tensors.extend(_describe_vars(root, group_path, vars_group, tree))
+    return tensors
+
+
+def _vars_groups(group: h5py.Group, path: tuple[str, ...] = ()) -> Iterator:
+    if "vars" in group and isinstance(group["vars"], h5py.Group):
+        yield path, group["vars"]
+    for name in sorted(group, key=_natural_key):
+        child = group[name]
+        if name != "vars" and isinstance(child, h5py.Group):
+            yield from _vars_groups(child, (*path, name))
+
+
+def _describe_vars(
+    root: h5py.Group, path: tuple[str, ...], vars_group: h5py.Group, tree: LayerTree | None
+) -> list[TensorInfo]:
+    indices = sorted(
+        (k for k in vars_group if isinstance(vars_group[k], h5py.Dataset)), key=_natural_key
+    )
+    if not indices:
+        return []
+    kind, layer, subpath = _locate(root, path, tree)
+    layer_class = layer.class_name if layer else None
+    roles = _roles(layer, subpath, len(indices)) if kind == "weight" else None
+    tensors = []
+    for position, index in enumerate(indices):
+        dataset = vars_group[index]
+        role = roles[position] if roles else _fallback_role(subpath, index)
+        tensors.append(
+            TensorInfo(
+                path=f"{'/'.join(path)}/vars/{index}".lstrip("/"),
+                layer=layer.name if layer else _unowned_name(kind, path),
+                layer_class=layer_class,
+                role=role,
+                shape=tuple(int(d) for d in dataset.shape),
+                dtype=str(dataset.dtype),
+                kind=kind,
+                prunable=kind == "weight" and is_prunable(layer_class, role),
+            )
+        )
+    return tensors
+
+
+def _locate(
+    root: h5py.Group, path: tuple[str, ...], tree: LayerTree | None
+) -> tuple[TensorKind, LayerInfo | None, tuple[str, ...]]:
+    """Split a group path into (kind, the layer it belongs to, the sub-object path within it)."""
+    if not path or path[0] not in LAYER_LISTS:
+        kind: TensorKind = "optimizer" if path[:1] == ("optimizer",) else "state"
+        return kind, None, path
+    layer: LayerInfo | None = None
+    node = tree
+    names: list[str] = []
+    i = 0
+    while i + 1 < len(path) and path[i] in LAYER_LISTS:
+        key = path[i + 1]
+        group_path = "/".join(path[: i + 2])
+        name = _name_attr(root, group_path)
+        child = _child(node, key, name)
+        node = child
+        layer_name = name or (child.info.name.rsplit("/", 1)[-1] if child else key)
+        names.append(layer_name)
+        layer = _layer_info("/".join(names), key, child)
+        i += 2
+    return "weight", layer, path[i:]
+
+
+def _child(node: LayerTree | None, key: str, name: str | None) -> LayerTree | None:
+    if node is None:
+        return None
+    if name is not None and (found := node.child_named(name)) is not None:
+        return found
+    return _child_by_key(node).get(key)
+
+
+def _child_by_key(node: LayerTree) -> dict[str, LayerTree]:
+    """Replay Keras's key assignment: snake_case class name, then `_1`, `_2`, ... per name."""
+    keys: dict[str, LayerTree] = {}
+    used: dict[str, int] = {}
+    for child in node.children:
+        base = to_snake_case(child.info.class_name or "layer")
+        count = used.get(base, 0)
+        used[base] = count + 1
+        keys[base if count == 0 else f"{base}_{count}"] = child
+    return keys
+
+
+def _layer_info(name: str, key: str, node: LayerTree | None) -> LayerInfo:
+    if node is not None:
+        info = node.info
+        return LayerInfo(name, info.class_name, info.module, info.config, info.flags)
+    return LayerInfo(name, class_from_storage_key(key))
+
+
+def _roles(layer: LayerInfo | None, subpath: tuple[str, ...], count: int) -> list[str] | None:
+    if layer is None:
+        return None
+    layer_class = layer.class_name
+    config = layer.config
+    if subpath:
+        sub_class = SUBOBJECT_CLASSES.get((layer_class or "", subpath[-1]))
+        roles = variable_roles(sub_class, config)
+        prefix = "" if sub_class and sub_class.endswith("Cell") else f"{subpath[-1].lstrip('_')}/"
+        roles = [prefix + r for r in roles] if roles is not None else None
+    else:
+        roles = variable_roles(layer_class, config)
+    return roles if roles is not None and len(roles) == count else None
+
+
+def _unowned_name(kind: TensorKind, path: tuple[str, ...]) -> str:
+    return "(optimizer)" if kind == "optimizer" else "/".join(path) or "(model)"
+
+
+def _fallback_role(subpath: tuple[str, ...], index: str) -> str:
+    return "/".join((*subpath, f"var{index}"))
+
+
+def _name_attr(root: h5py.Group, group_path: str) -> str | None:
+    vars_group = root.get(f"{group_path}/vars")
+    if not isinstance(vars_group, h5py.Group):
+        return None
+    value = vars_group.attrs.get("name")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) and value else None
+
+
+def _natural_key(name: str) -> tuple:
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)

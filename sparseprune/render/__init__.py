@@ -1,0 +1,1 @@
+"""Rendering: turn report objects into tables, JSON, CSV, Markdown or plots. Computes nothing."""

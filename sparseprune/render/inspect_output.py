@@ -1,0 +1,167 @@
+"""Machine and text formats of an inspect report: JSON (schema_version 1), CSV and Markdown."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from sparseprune.inspection import ModelReport, WeightReport
+
+SCHEMA_VERSION = 1
+
+
+def weight_dict(weight: WeightReport) -> dict[str, Any]:
+    tensor, stats = weight.tensor, weight.stats
+    return {
+        "name": tensor.name,
+        "role": tensor.role,
+        "shape": list(tensor.shape),
+        "dtype": tensor.dtype,
+        "params": stats.params,
+        "zeros": stats.zeros,
+        "near_zero": stats.near_zero,
+        "nan": stats.nan,
+        "inf": stats.inf,
+        "dead_units": stats.dead_units,
+        "prunable": tensor.prunable,
+    }
+
+
+def model_dict(report: ModelReport, failures: list[str] | None = None) -> dict[str, Any]:
+    totals = report.totals
+    return {
+        "path": report.path,
+        "format": report.format,
+        "keras_version": report.writer,
+        "file_size": report.file_size,
+        "threshold": report.threshold,
+        "layers": [
+            {
+                "name": layer.name,
+                "class": layer.class_name,
+                "weights": [weight_dict(w) for w in layer.weights if w.shown],
+            }
+            for layer in report.layers
+            if any(w.shown for w in layer.weights)
+        ],
+        "totals": {
+            "params": totals.params,
+            "near_zero": totals.near_zero,
+            "sparsity": totals.sparsity,
+            "prunable_params": totals.prunable_params,
+            "prunable_near_zero": totals.prunable_near_zero,
+            "prunable_sparsity": totals.prunable_sparsity,
+        },
+        "optimizer": {"tensors": report.optimizer_tensors, "params": report.optimizer_params},
+        "flags": report.flags,
+        "failures": failures or [],
+    }
+
+
+def to_json(
+    reports: list[ModelReport], failures: dict[str, list[str]], errors: list[dict[str, str]]
+) -> str:
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "models": [model_dict(r, failures.get(r.path)) for r in reports],
+        "errors": errors,
+    }
+    return json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
+
+
+CSV_COLUMNS = [
+    "path",
+    "layer",
+    "class",
+    "weight",
+    "role",
+    "shape",
+    "dtype",
+    "params",
+    "zeros",
+    "near_zero",
+    "sparsity",
+    "nan",
+    "inf",
+    "dead_units",
+    "prunable",
+]
+
+
+def to_csv(reports: list[ModelReport]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for report in reports:
+        for layer in report.layers:
+            for weight in (w for w in layer.weights if w.shown):
+                t, s = weight.tensor, weight.stats
+                writer.writerow(
+                    [
+                        report.path,
+                        t.layer,
+                        t.layer_class or "",
+                        t.name,
+                        t.role,
+                        "x".join(map(str, t.shape)),
+                        t.dtype,
+                        s.params,
+                        s.zeros,
+                        s.near_zero,
+                        f"{s.sparsity:.6f}",
+                        s.nan,
+                        s.inf,
+                        s.dead_units,
+                        str(t.prunable).lower(),
+                    ]
+                )
+    return buffer.getvalue()
+
+
+def to_markdown(reports: list[ModelReport], failures: dict[str, list[str]]) -> str:
+    lines: list[str] = []
+    for report in reports:
+        totals = report.totals
+        lines += [
+            f"### `{report.path}` ({report.format}, threshold {report.threshold:g})",
+            "",
+            "| layer | class | weight | shape | params | zeros | near-zero | fraction "
+            "| dead units |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for layer in report.layers:
+            for w in (w for w in layer.weights if w.shown):
+                t, s = w.tensor, w.stats
+                lines.append(
+                    f"| {t.layer} | {t.layer_class or '?'} | {t.role} | "
+                    f"{'x'.join(map(str, t.shape))} | {s.params:,} | {s.zeros:,} | "
+                    f"{s.near_zero:,} | {s.sparsity:.2%} | {s.dead_units} |"
+                )
+        lines += [
+            f"| **prunable total** | | | | {totals.prunable_params:,} | | "
+            f"{totals.prunable_near_zero:,} | {totals.prunable_sparsity:.2%} | |",
+            f"| **all weights** | | | | {totals.params:,} | | {totals.near_zero:,} | "
+            f"{totals.sparsity:.2%} | |",
+            "",
+        ]
+        lines += [f"- :x: {failure}" for failure in failures.get(report.path, [])]
+        lines += [f"- :warning: {text}" for text in flag_sentences(report)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+FLAG_TEXT = {
+    "lambda": "Lambda layer(s) {names}: they hold code; sparseprune never runs it.",
+    "custom_module": "layer(s) {names} come from modules outside Keras; they are never imported.",
+    "unknown_class": "layer class of {names} is not known to sparseprune; not pruned by default.",
+}
+
+
+def flag_sentences(report: ModelReport) -> list[str]:
+    return [
+        FLAG_TEXT[flag].format(names=", ".join(names))
+        for flag, names in sorted(report.flags.items())
+        if flag in FLAG_TEXT
+    ]

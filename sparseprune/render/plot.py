@@ -1,0 +1,53 @@
+"""`--plot`: log10|w| distribution per layer with the threshold marked, and sparsity bars."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sparseprune.inspection import ModelReport
+from sparseprune.stats import LOG10_EDGES
+
+
+def save_plot(report: ModelReport, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = [w for w in report.weights if w.shown and w.stats.histogram is not None]
+    fig, (dist, bars) = plt.subplots(
+        1,
+        2,
+        figsize=(13, max(4.0, 0.45 * len(weights) + 2)),
+        gridspec_kw={"width_ratios": [3, 2]},
+    )
+    centers = (LOG10_EDGES[:-1] + LOG10_EDGES[1:]) / 2
+    for row, weight in enumerate(weights):
+        counts = weight.stats.histogram
+        scale = 0.8 / max(int(counts.max()), 1)
+        dist.fill_between(centers, row, row + counts * scale, step="mid", alpha=0.7)
+        if weight.stats.zeros:
+            dist.text(LOG10_EDGES[0], row + 0.1, f"{weight.stats.zeros:,} exact 0", fontsize=7)
+    threshold = math.log10(report.threshold) if report.threshold > 0 else LOG10_EDGES[0]
+    dist.axvline(
+        threshold, color="crimson", linestyle="--", label=f"threshold {report.threshold:g}"
+    )
+    labels = [w.tensor.name for w in weights]
+    dist.set_yticks(np.arange(len(weights)) + 0.4, labels, fontsize=8)
+    dist.set_xlabel("log10 |w|")
+    dist.set_title("Weight magnitude distribution")
+    dist.legend(loc="upper left", fontsize=8)
+    sparsity = [w.stats.sparsity for w in weights]
+    bars.barh(np.arange(len(weights)) + 0.4, sparsity, height=0.6, color="slateblue")
+    bars.set_yticks(np.arange(len(weights)) + 0.4, [""] * len(weights))
+    bars.set_xlim(0, 1)
+    bars.set_xlabel(f"fraction with |w| <= {report.threshold:g}")
+    bars.set_title("Near-zero fraction per tensor")
+    for y, value in enumerate(sparsity):
+        bars.text(min(value, 0.85) + 0.01, y + 0.3, f"{value:.1%}", fontsize=8)
+    fig.suptitle(report.path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)

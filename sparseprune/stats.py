@@ -1,0 +1,67 @@
+"""Statistics of one tensor, computed slab by slab so memory stays bounded. Pure numpy, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 1e-15
+# log10|w| histogram edges for plots: float32 denormals reach 1e-45; exact zeros go in `zeros`.
+LOG10_EDGES = np.linspace(-46.0, 4.0, 101)
+
+
+@dataclass
+class TensorStats:
+    params: int = 0
+    zeros: int = 0
+    near_zero: int = 0
+    nan: int = 0
+    inf: int = 0
+    dead_units: int = 0
+    histogram: np.ndarray | None = None
+
+    @property
+    def sparsity(self) -> float:
+        return self.near_zero / self.params if self.params else 0.0
+
+
+def tensor_stats(
+    slabs: Iterable[np.ndarray],
+    shape: tuple[int, ...],
+    threshold: float = DEFAULT_THRESHOLD,
+    count_dead_units: bool = False,
+    histogram: bool = False,
+) -> TensorStats:
+    """Count exact zeros, |w| <= threshold (NaN never counts), NaN, Inf and dead output units.
+
+    A dead unit is an output unit (last axis of a kernel) whose whole incoming slice is near zero.
+    """
+    stats = TensorStats(histogram=np.zeros(len(LOG10_EDGES) - 1, np.int64) if histogram else None)
+    units = shape[-1] if count_dead_units and len(shape) >= 2 else 0
+    alive = np.zeros(units, dtype=bool)
+    for slab in slabs:
+        values = np.asarray(slab)
+        if not np.issubdtype(values.dtype, np.number):
+            values = values.astype(np.float64)
+        magnitude = np.abs(values)
+        stats.params += values.size
+        stats.zeros += int(np.count_nonzero(values == 0))
+        near = magnitude <= threshold
+        stats.near_zero += int(np.count_nonzero(near))
+        if np.issubdtype(values.dtype, np.floating):
+            stats.nan += int(np.count_nonzero(np.isnan(values)))
+            stats.inf += int(np.count_nonzero(np.isinf(values)))
+        if units:
+            alive |= (~near).reshape(-1, units).any(axis=0)
+        if stats.histogram is not None:
+            stats.histogram += log10_histogram(magnitude)
+    stats.dead_units = int(units - np.count_nonzero(alive)) if units else 0
+    return stats
+
+
+def log10_histogram(magnitude: np.ndarray) -> np.ndarray:
+    finite = magnitude[np.isfinite(magnitude) & (magnitude > 0)].astype(np.float64)
+    counts, _ = np.histogram(np.log10(finite), bins=LOG10_EDGES)
+    return counts
