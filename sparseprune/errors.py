@@ -25,3 +25,9 @@ class CheckFailed(SparsePruneError):
     """The work was done, but a requested gate or verification did not pass."""
 
     exit_code = 1
+
+
+def describe(error: BaseException, limit: int = 120) -> str:
+    """A short, single-line reason from a low-level exception, for embedding in our messages."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -176,13 +176,28 @@ UNIT_KERNELS: dict[str, str] = {
 }
 
 
+# Files without an architecture (legacy `save_weights`) name roles but not classes: judge by role.
+CLASSLESS_PRUNABLE = frozenset({"kernel", "pointwise_kernel", "embeddings", "recurrent_kernel"})
+CLASSLESS_UNIT_KERNELS = frozenset({"kernel", "pointwise_kernel"})
+
+# tf_keras (Keras 2) names some variables differently from Keras 3.
+KERAS2_ROLE_NAMES: dict[tuple[str, str], str] = {
+    ("DepthwiseConv1D", "kernel"): "depthwise_kernel",
+    ("DepthwiseConv2D", "kernel"): "depthwise_kernel",
+}
+
+
 def has_output_units(layer_class: str | None, role: str) -> bool:
-    return layer_class is not None and UNIT_KERNELS.get(layer_class) == role
+    if layer_class is None:
+        return role in CLASSLESS_UNIT_KERNELS
+    return UNIT_KERNELS.get(layer_class) == role
 
 
 def is_prunable(layer_class: str | None, role: str) -> bool:
     """True when TFMOT's defaults would prune this variable of this class."""
-    return layer_class is not None and role in PRUNABLE.get(layer_class, frozenset())
+    if layer_class is None:
+        return role in CLASSLESS_PRUNABLE
+    return role in PRUNABLE.get(layer_class, frozenset())
 
 
 def is_known(layer_class: str | None) -> bool:
@@ -205,13 +220,27 @@ def class_from_storage_key(key: str) -> str | None:
     return _CLASS_BY_SNAKE.get(base) or _CLASS_BY_SNAKE.get(key)
 
 
-def variable_roles(layer_class: str | None, config: dict | None) -> list[str] | None:
-    """The roles of a layer's saved variables in order, or None when the class is not tabled."""
+def variable_roles(
+    layer_class: str | None, config: dict | None, count: int, keras2: bool = False
+) -> list[str] | None:
+    """The roles of a layer's `count` saved variables in order, or None if they can't be told.
+
+    Without a config (weights-only files), optional variables are assumed present unless only
+    the required ones match `count` (a Dense with use_bias=False saves one variable).
+    """
     if layer_class not in VARIABLES:
         return None
-    config = config or {}
-    return [
-        role
-        for role, flag in VARIABLES[layer_class]
-        if flag is None or config.get(flag, True) not in (False, None)
-    ]
+    table = VARIABLES[layer_class]
+    if config:
+        roles = [
+            r for r, flag in table if flag is None or config.get(flag, True) not in (False, None)
+        ]
+    else:
+        roles = [r for r, _ in table]
+        if len(roles) != count:
+            roles = [r for r, flag in table if flag is None]
+    if len(roles) != count:
+        return None
+    if keras2:
+        roles = [KERAS2_ROLE_NAMES.get((layer_class, r), r) for r in roles]
+    return roles

@@ -57,6 +57,7 @@ def tensor_stats(
             alive |= (~near).reshape(-1, units).any(axis=0)
         if stats.histogram is not None:
             stats.histogram += log10_histogram(magnitude)
+        del slab, values, magnitude, near  # free this block before the next one is read
     stats.dead_units = int(units - np.count_nonzero(alive)) if units else 0
     return stats
 

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 
 STDIN = "-"
+STDOUT = "-"
 STDIN_LABEL = "<stdin>"
 
 

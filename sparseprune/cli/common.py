@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sparseprune.errors import SparsePruneError
 
@@ -31,7 +32,7 @@ def last_error() -> str:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     state.last_error = message
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 

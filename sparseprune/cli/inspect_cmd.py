@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sparseprune.cli.common import exit_codes, fail, last_error, stderr, stdout
 from sparseprune.inspection import ModelReport, gate_failures, inspect_model
@@ -72,7 +73,7 @@ def inspect(
         raise typer.Exit(2)
     messages = [message for report_failures in failures.values() for message in report_failures]
     for message in messages:
-        stderr.print(f"[bold red]check failed:[/] {message}", soft_wrap=True)
+        stderr.print(f"[bold red]check failed:[/] {escape(message)}", soft_wrap=True)
     if messages:
         raise typer.Exit(1)
 

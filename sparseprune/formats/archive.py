@@ -13,7 +13,7 @@ import tempfile
 import zipfile
 from typing import IO
 
-from sparseprune.errors import InputError, UnsafeModelError
+from sparseprune.errors import InputError, UnsafeModelError, describe
 
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
@@ -30,7 +30,7 @@ def open_archive(source: IO[bytes], label: str) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise InputError(f"{label} is not a readable zip archive ({error}).") from error
+        raise InputError(f"{label} is not a readable zip archive ({describe(error)}).") from error
     check_members(archive, label)
     return archive
 
@@ -64,7 +64,7 @@ def read_json_member(archive: zipfile.ZipFile, name: str, label: str) -> bytes:
     try:
         return archive.read(info)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        raise InputError(f"{label}: cannot read '{name}' ({error}).") from error
+        raise InputError(f"{label}: cannot read '{name}' ({describe(error)}).") from error
 
 
 def open_member(archive: zipfile.ZipFile, name: str, label: str) -> IO[bytes]:
@@ -78,7 +78,7 @@ def open_member(archive: zipfile.ZipFile, name: str, label: str) -> IO[bytes]:
             shutil.copyfileobj(member, spool, 1 << 20)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
         spool.close()
-        raise InputError(f"{label}: member '{name}' is corrupt ({error}).") from error
+        raise InputError(f"{label}: member '{name}' is corrupt ({describe(error)}).") from error
     spool.seek(0)
     return spool
 
@@ -132,7 +132,6 @@ class _StoredWindow(io.RawIOBase):
         if want == 0:
             return 0
         self._fp.seek(self._offset + self._pos)
-        data = self._fp.read(want)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        got = self._fp.readinto(memoryview(buffer)[:want])  # no intermediate copy
+        self._pos += got
+        return got

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sparseprune.errors import InputError
+from sparseprune.errors import InputError, describe
 from sparseprune.formats.model import LayerInfo
 from sparseprune.registry import MODEL_CLASSES, is_known
 
@@ -43,7 +43,9 @@ def parse_config_json(text: str | bytes, label: str) -> LayerTree:
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{label}: the model config is not valid JSON ({error}).") from error
+        raise InputError(
+            f"{label}: the model config is not valid JSON ({describe(error)})."
+        ) from error
     if not isinstance(data, dict):
         raise InputError(f"{label}: the model config is not a JSON object.")
     return build_tree(data, label)

@@ -12,7 +12,7 @@ from typing import IO
 import h5py
 import numpy as np
 
-from sparseprune.errors import InputError, UnsafeModelError
+from sparseprune.errors import InputError, UnsafeModelError, describe
 
 MAX_DEPTH = 64
 MAX_OBJECTS = 1_000_000
@@ -29,7 +29,7 @@ def open_h5(source: str | IO[bytes], label: str) -> h5py.File:
     try:
         handle = h5py.File(source, "r", locking=False)
     except (OSError, ValueError) as error:
-        raise InputError(f"{label} is not a readable HDF5 file ({_reason(error)}).") from error
+        raise InputError(f"{label} is not a readable HDF5 file ({describe(error)}).") from error
     try:
         validate_tree(handle, label)
     except BaseException:
@@ -92,16 +92,47 @@ def read_array(dataset: h5py.Dataset) -> np.ndarray:
     return _decode(dataset, array)
 
 
-def iter_slabs(dataset: h5py.Dataset) -> Iterator[np.ndarray]:
-    """Yield a dataset in slabs along its first axis, so memory stays near `SLAB_BYTES`."""
-    shape = dataset.shape or ()
-    if len(shape) == 0 or dataset.nbytes <= SLAB_BYTES:
-        yield read_array(dataset)
+def slab_selections(shape: tuple[int, ...], itemsize: int) -> Iterator[tuple]:
+    """Index tuples that cover an array in blocks of about `SLAB_BYTES`, whole last-axis rows.
+
+    Blocks step along the first axis whose trailing block fits, so a (3, 3, 2048, 2048) conv
+    kernel is read a few input channels at a time rather than a third of the tensor at once.
+    """
+    if not shape:
+        yield ()
         return
-    row_bytes = max(1, dataset.nbytes // max(shape[0], 1))
-    step = max(1, SLAB_BYTES // row_bytes)
-    for start in range(0, shape[0], step):
-        yield _decode(dataset, np.asarray(dataset[start : start + step]))
+    split = 0
+    while split < len(shape) - 1 and math.prod(shape[split + 1 :]) * itemsize > SLAB_BYTES:
+        split += 1
+    block = max(1, math.prod(shape[split + 1 :]) * itemsize)
+    step = max(1, SLAB_BYTES // block)
+    for index in np.ndindex(*shape[:split]):
+        for start in range(0, shape[split], step):
+            yield (*index, slice(start, start + step))
+
+
+def iter_slabs(dataset: h5py.Dataset, decode: bool = True) -> Iterator[np.ndarray]:
+    """Yield a dataset block by block (see `slab_selections`): memory stays near `SLAB_BYTES`.
+
+    Each block keeps whole rows of the last axis. With `decode=False` the stored representation
+    is returned as is (for byte-exact copies).
+    """
+    shape = dataset.shape or ()
+    if not shape or dataset.nbytes <= SLAB_BYTES:
+        selections: Iterator[tuple] = iter([()])
+    else:
+        selections = slab_selections(shape, dataset.dtype.itemsize)
+    for selection in selections:
+        array = np.asarray(dataset[selection])
+        yield _decode(dataset, array) if decode else array
+
+
+def encode_like(dataset: h5py.Dataset, values: np.ndarray) -> np.ndarray:
+    """Values in `dataset`'s stored representation (inverse of `read_array`'s decoding)."""
+    if _is_bfloat16(dataset):
+        words = (np.asarray(values, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+        return words.view(dataset.dtype)
+    return np.asarray(values, dtype=dataset.dtype)
 
 
 def _is_bfloat16(dataset: h5py.Dataset) -> bool:
@@ -117,8 +148,3 @@ def _decode(dataset: h5py.Dataset, array: np.ndarray) -> np.ndarray:
     if _is_bfloat16(dataset):
         return (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return array
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:160]

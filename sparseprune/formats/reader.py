@@ -18,10 +18,10 @@ from typing import IO
 import h5py
 import numpy as np
 
-from sparseprune.errors import InputError
+from sparseprune.errors import InputError, describe
 from sparseprune.formats import archive as zipped
 from sparseprune.formats.config import LayerTree, build_tree, parse_config_json
-from sparseprune.formats.h5safe import _reason, iter_slabs, open_h5, read_array
+from sparseprune.formats.h5safe import iter_slabs, open_h5, read_array
 from sparseprune.formats.legacy_h5 import read_legacy_weights, read_optimizer_weights
 from sparseprune.formats.model import (
     FORMAT_H5,
@@ -51,6 +51,7 @@ class ModelFile:
     tensors: list[TensorInfo]
     weights: h5py.File
     writer: str | None = None
+    archive: zipfile.ZipFile | None = None
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
 
     @property
@@ -88,7 +89,7 @@ class ModelFile:
             yield
         except READ_ERRORS as error:
             raise InputError(
-                f"{self.path}: cannot read weight '{tensor.name}' ({_reason(error)}); "
+                f"{self.path}: cannot read weight '{tensor.name}' ({describe(error)}); "
                 "the file is corrupt or truncated."
             ) from error
 
@@ -124,7 +125,7 @@ def open_model(path: str | os.PathLike[str], label: str | None = None) -> ModelF
     except (*READ_ERRORS, UnicodeError, TypeError) as error:
         stack.close()
         raise InputError(
-            f"{label} could not be read as a Keras model ({_reason(error)}); "
+            f"{label} could not be read as a Keras model ({describe(error)}); "
             "the file is corrupt or truncated."
         ) from error
     except BaseException:
@@ -177,8 +178,9 @@ def _open_keras_archive(
     writer = _keras_version(archive, label)
     member = stack.enter_context(zipped.open_member(archive, zipped.WEIGHTS_MEMBER, label))
     weights = stack.enter_context(open_h5(member, f"{label}:{zipped.WEIGHTS_MEMBER}"))
-    tensors = in_config_order(read_varstore(weights, tree), tree)
-    return ModelFile(label, FORMAT_KERAS, size, tree, tensors, weights, writer, stack)
+    keras2 = writer is not None and writer.startswith("2.")
+    tensors = in_config_order(read_varstore(weights, tree, keras2), tree)
+    return ModelFile(label, FORMAT_KERAS, size, tree, tensors, weights, writer, archive, stack)
 
 
 def in_config_order(tensors: list[TensorInfo], tree: LayerTree | None) -> list[TensorInfo]:
@@ -211,13 +213,17 @@ def _describe_h5(
         tensors = read_legacy_weights(weights["model_weights"], tree, label)
         if isinstance(weights.get("optimizer_weights"), h5py.Group):
             tensors += read_optimizer_weights(weights["optimizer_weights"])
-        return ModelFile(label, FORMAT_H5, size, tree, tensors, weights, writer, stack)
+        return ModelFile(label, FORMAT_H5, size, tree, tensors, weights, writer, _stack=stack)
     if "layer_names" in attrs or "layer_names0" in attrs:
         tensors = read_legacy_weights(weights, None, label)
-        return ModelFile(label, FORMAT_H5_WEIGHTS, size, None, tensors, weights, writer, stack)
+        return ModelFile(
+            label, FORMAT_H5_WEIGHTS, size, None, tensors, weights, writer, _stack=stack
+        )
     if "layers" in weights or "_layer_checkpoint_dependencies" in weights:
         tensors = read_varstore(weights, None)
-        return ModelFile(label, FORMAT_WEIGHTS_H5, size, None, tensors, weights, writer, stack)
+        return ModelFile(
+            label, FORMAT_WEIGHTS_H5, size, None, tensors, weights, writer, _stack=stack
+        )
     raise InputError(
         f"{label} is an HDF5 file but not a Keras model or weights file "
         "(no model_weights, layer_names or layers)."

@@ -25,11 +25,16 @@ from sparseprune.registry import (
 LAYER_LISTS = ("layers", "_layer_checkpoint_dependencies")
 
 
-def read_varstore(root: h5py.Group, tree: LayerTree | None) -> list[TensorInfo]:
-    """Describe every dataset under a `vars` group, in file order."""
+def read_varstore(
+    root: h5py.Group, tree: LayerTree | None, keras2: bool = False
+) -> list[TensorInfo]:
+    """Describe every dataset under a `vars` group, in file order.
+
+    `keras2` says the file was written by tf_keras, whose variable names differ in places.
+    """
     tensors: list[TensorInfo] = []
     for group_path, vars_group in _vars_groups(root):
-        tensors.extend(_describe_vars(root, group_path, vars_group, tree))
+        tensors.extend(_describe_vars(root, group_path, vars_group, tree, keras2))
     return tensors
 
 
@@ -43,7 +48,11 @@ def _vars_groups(group: h5py.Group, path: tuple[str, ...] = ()) -> Iterator:
 
 
 def _describe_vars(
-    root: h5py.Group, path: tuple[str, ...], vars_group: h5py.Group, tree: LayerTree | None
+    root: h5py.Group,
+    path: tuple[str, ...],
+    vars_group: h5py.Group,
+    tree: LayerTree | None,
+    keras2: bool,
 ) -> list[TensorInfo]:
     indices = sorted(
         (k for k in vars_group if isinstance(vars_group[k], h5py.Dataset)), key=_natural_key
@@ -52,7 +61,7 @@ def _describe_vars(
         return []
     kind, layer, subpath = _locate(root, path, tree)
     layer_class = layer.class_name if layer else None
-    roles = _roles(layer, subpath, len(indices)) if kind == "weight" else None
+    roles = _roles(layer, subpath, len(indices), keras2) if kind == "weight" else None
     tensors = []
     for position, index in enumerate(indices):
         dataset = vars_group[index]
@@ -123,19 +132,19 @@ def _layer_info(name: str, key: str, node: LayerTree | None) -> LayerInfo:
     return LayerInfo(name, class_from_storage_key(key))
 
 
-def _roles(layer: LayerInfo | None, subpath: tuple[str, ...], count: int) -> list[str] | None:
+def _roles(
+    layer: LayerInfo | None, subpath: tuple[str, ...], count: int, keras2: bool
+) -> list[str] | None:
     if layer is None:
         return None
-    layer_class = layer.class_name
-    config = layer.config
-    if subpath:
-        sub_class = SUBOBJECT_CLASSES.get((layer_class or "", subpath[-1]))
-        roles = variable_roles(sub_class, config)
-        prefix = "" if sub_class and sub_class.endswith("Cell") else f"{subpath[-1].lstrip('_')}/"
-        roles = [prefix + r for r in roles] if roles is not None else None
-    else:
-        roles = variable_roles(layer_class, config)
-    return roles if roles is not None and len(roles) == count else None
+    if not subpath:
+        return variable_roles(layer.class_name, layer.config, count, keras2)
+    sub_class = SUBOBJECT_CLASSES.get((layer.class_name or "", subpath[-1]))
+    roles = variable_roles(sub_class, layer.config, count, keras2)
+    if roles is None:
+        return None
+    prefix = "" if sub_class and sub_class.endswith("Cell") else f"{subpath[-1].lstrip('_')}/"
+    return [prefix + r for r in roles]
 
 
 def _unowned_name(kind: TensorKind, path: tuple[str, ...]) -> str:

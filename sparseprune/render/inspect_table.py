@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sparseprune.inspection import ModelReport
@@ -13,20 +14,20 @@ def print_tables(console: Console, reports: list[ModelReport], failures: dict[st
     for report in reports:
         console.print(model_table(report))
         for text in flag_sentences(report):
-            console.print(f"[yellow]warning:[/] {text}")
+            console.print(f"[yellow]warning:[/] {escape(text)}")
         if report.optimizer_tensors:
             console.print(
                 f"[dim]optimizer state: {report.optimizer_tensors} tensors, "
                 f"{report.optimizer_params:,} values (not counted above)[/]"
             )
         for failure in failures.get(report.path, []):
-            console.print(f"[bold red]FAIL[/] {failure}")
+            console.print(f"[bold red]FAIL[/] {escape(failure)}")
 
 
 def model_table(report: ModelReport) -> Table:
-    size = f"{report.file_size:,} bytes"
+    details = f"{report.format}, {report.file_size:,} bytes, |w| <= {report.threshold:g}"
     table = Table(
-        title=f"{report.path}  [dim]({report.format}, {size}, |w| <= {report.threshold:g})[/]",
+        title=f"{escape(report.path)}  [dim]({details})[/]",
         title_justify="left",
     )
     for column in ("layer", "class", "weight", "shape"):
@@ -39,8 +40,8 @@ def model_table(report: ModelReport) -> Table:
             nan = f" [red]{s.nan} NaN[/]" if s.nan else ""
             inf = f" [red]{s.inf} Inf[/]" if s.inf else ""
             table.add_row(
-                t.layer,
-                t.layer_class or "?",
+                escape(t.layer),
+                escape(t.layer_class or "?"),
                 t.role + ("" if t.prunable else " [dim]·[/]"),
                 "×".join(map(str, t.shape)),
                 f"{s.params:,}",
