@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from sparseprune import __version__
-from sparseprune.cli import inspect_cmd
+from sparseprune.cli import inspect_cmd, prune_cmd
 from sparseprune.cli.common import state
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ def root(
 
 
 app.command("inspect")(inspect_cmd.inspect)
+app.command("prune")(prune_cmd.prune)
 
 
 def main() -> None:

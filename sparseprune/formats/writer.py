@@ -1,0 +1,216 @@
+"""Rewrite a model file with new tensor values: same layout, compressed, deterministic.
+
+Only weight values change (and optimizer state, which is reset unless kept). Groups, attributes,
+config.json, metadata.json and assets are carried over as they are. `.keras` members are DEFLATEd
+(zlib's default level) with fixed timestamps; legacy `.h5` datasets get shuffle + gzip in one
+chunk. Where a stock Keras bomb guard would trip on the result, the member or dataset is stored
+uncompressed instead.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from sparseprune.formats import archive as zipped
+from sparseprune.formats.h5safe import SLAB_BYTES, encode_like, read_array, slab_selections
+from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, TensorInfo
+from sparseprune.formats.reader import ModelFile
+
+# Returns the new values for a tensor, or None to copy it unchanged.
+Transform = Callable[[TensorInfo, np.ndarray], "np.ndarray | None"]
+
+ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
+GZIP_LEVEL = 4
+# Below this, chunk bookkeeping costs more than gzip saves.
+MIN_COMPRESS_BYTES = 2048
+# HDF5 1.10's file format (see `new_h5`) gives a one-chunk dataset a "single chunk" index
+# instead of a B-tree, which matters for files of many small tensors.
+MAX_CHUNK_BYTES = (1 << 32) - 1
+# Stock Keras guards (keras/src/saving/saving_lib.py, see shared notes): stay below them.
+KERAS_ZIP_FLOOR, KERAS_ZIP_RATIO = 256 << 20, 100
+KERAS_H5_FLOOR, KERAS_H5_RATIO = 4 << 30, 1000
+
+
+def write_model(
+    model: ModelFile,
+    target: Path,
+    transform: Transform,
+    reset_optimizer: bool,
+    on_tensor: Callable[[TensorInfo], None] | None = None,
+) -> None:
+    """Write `model` to `target` (a fresh path) in the model's own format."""
+    by_path = {t.path: t for t in model.tensors}
+    copier = _Copier(by_path, transform, reset_optimizer, on_tensor)
+    if model.format == FORMAT_KERAS:
+        _write_archive(model, target, copier)
+    else:
+        with new_h5(target) as out:
+            copier.compress = True
+            copier.drop_optimizer = reset_optimizer and model.format == FORMAT_H5
+            copier.copy_group(model.weights, out)
+
+
+class _Copier:
+    """Recreate an HDF5 tree group by group, passing each known tensor through `transform`."""
+
+    def __init__(self, tensors, transform, reset_optimizer, on_tensor) -> None:
+        self.tensors: dict[str, TensorInfo] = tensors
+        self.transform: Transform = transform
+        self.reset_optimizer = reset_optimizer
+        self.on_tensor = on_tensor
+        self.compress = False
+        self.drop_optimizer = False
+
+    def copy_group(self, source: h5py.Group, dest: h5py.Group) -> None:
+        _copy_attrs(source, dest)
+        for name in source:
+            item = source[name]
+            if isinstance(item, h5py.Group):
+                if self.drop_optimizer and item.name == "/optimizer_weights":
+                    continue
+                self.copy_group(item, _create_group(dest, name))
+            else:
+                self.copy_dataset(item, dest, name)
+
+    def copy_dataset(self, source: h5py.Dataset, dest: h5py.Group, name: str) -> None:
+        tensor = self.tensors.get(source.name.lstrip("/"))
+        values = self._new_values(tensor, source)
+        out = dest.create_dataset(name, **self._layout(source, values))
+        if values is not None:
+            if out.size:
+                out[...] = encode_like(source, values)
+        else:
+            self._copy_slabs(source, out)
+        _copy_attrs(source, out)
+        if tensor is not None and self.on_tensor is not None:
+            self.on_tensor(tensor)
+
+    def _new_values(self, tensor: TensorInfo | None, source: h5py.Dataset) -> np.ndarray | None:
+        if tensor is None:
+            return None
+        if tensor.kind == "optimizer" and self.reset_optimizer:
+            return _reset_slot(read_array(source))
+        if tensor.kind != "weight":
+            return None
+        return self.transform(tensor, read_array(source))
+
+    def _layout(self, source: h5py.Dataset, values: np.ndarray | None) -> dict:
+        layout: dict = {"shape": source.shape, "dtype": source.dtype, "track_times": False}
+        if not (self.compress and source.shape and source.nbytes >= MIN_COMPRESS_BYTES):
+            return layout
+        if source.nbytes > MAX_CHUNK_BYTES:
+            return layout
+        if values is not None and _too_compressible(values, source.nbytes):
+            return layout
+        layout.update(
+            chunks=source.shape, compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True
+        )
+        return layout
+
+    def _copy_slabs(self, source: h5py.Dataset, out: h5py.Dataset) -> None:
+        if not source.shape or source.nbytes <= SLAB_BYTES:
+            out[()] = source[()]
+            return
+        for selection in slab_selections(source.shape, source.dtype.itemsize):
+            out[selection] = source[selection]
+
+
+def new_h5(path: Path) -> h5py.File:
+    """A new HDF5 file that records no timestamps, so identical content gives identical bytes."""
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_LATEST)
+    return h5py.File(h5py.h5f.create(str(path).encode(), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
+
+
+def _create_group(parent: h5py.Group, name: str) -> h5py.Group:
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
+
+
+def _reset_slot(values: np.ndarray) -> np.ndarray:
+    """A fresh optimizer's state: zero moments and step counter; scalar hyperparameters kept."""
+    if values.ndim == 0 and np.issubdtype(values.dtype, np.floating):
+        return values
+    return np.zeros_like(values)
+
+
+def _too_compressible(values: np.ndarray, nbytes: int) -> bool:
+    """Would gzip shrink this past Keras's shape-bomb guard? (Only possible for huge tensors.)"""
+    if nbytes <= KERAS_H5_FLOOR:
+        return False
+    nonzero_bytes = np.count_nonzero(values) * values.dtype.itemsize
+    return nbytes > KERAS_H5_RATIO * max(nonzero_bytes, 1)
+
+
+def _copy_attrs(source: h5py.HLObject, dest: h5py.HLObject) -> None:
+    for key in source.attrs:
+        dest.attrs.create(key, source.attrs[key], dtype=source.attrs.get_id(key).dtype)
+
+
+def _write_archive(model: ModelFile, target: Path, copier: _Copier) -> None:
+    with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
+        weights_path = Path(scratch) / zipped.WEIGHTS_MEMBER
+        with new_h5(weights_path) as out:
+            copier.copy_group(model.weights, out)
+        source = model.archive
+        stored: set[str] = set()
+        while True:
+            _zip_members(source, weights_path, target, stored)
+            tripped = _bomb_members(target)
+            if not tripped - stored:
+                return
+            stored |= tripped
+
+
+def _zip_members(source: zipfile.ZipFile, weights: Path, target: Path, stored: set[str]) -> None:
+    with zipfile.ZipFile(target, "w") as out:
+        for info in source.infolist():
+            member = zipfile.ZipInfo(info.filename, date_time=ZIP_TIMESTAMP)
+            member.external_attr = info.external_attr
+            member.compress_type = (
+                zipfile.ZIP_STORED if info.filename in stored else zipfile.ZIP_DEFLATED
+            )
+            size = (
+                weights.stat().st_size if info.filename == zipped.WEIGHTS_MEMBER else info.file_size
+            )
+            with out.open(member, "w", force_zip64=size > (1 << 31)) as sink:
+                if info.filename == zipped.WEIGHTS_MEMBER:
+                    with open(weights, "rb") as data:
+                        shutil.copyfileobj(data, sink, 1 << 20)
+                else:
+                    with source.open(info) as data:
+                        shutil.copyfileobj(data, sink, 1 << 20)
+
+
+def _bomb_members(target: Path) -> set[str]:
+    """Members that stock Keras would refuse as decompression bombs."""
+    with zipfile.ZipFile(target) as archive:
+        return {
+            info.filename
+            for info in archive.infolist()
+            if info.file_size > KERAS_ZIP_FLOOR
+            and info.file_size > KERAS_ZIP_RATIO * max(info.compress_size, 1)
+        }
+
+
+def information_bound_bytes(params: int, nonzero: int, bits_per_value: int) -> float:
+    """Shannon bound for a sparse tensor: nonzero values verbatim + the zero/nonzero pattern."""
+    if params == 0:
+        return 0.0
+    p = nonzero / params
+    entropy = 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+    return (nonzero * bits_per_value + params * entropy) / 8
+
+
+__all__ = ["FORMAT_H5", "information_bound_bytes", "write_model"]

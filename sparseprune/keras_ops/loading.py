@@ -1,0 +1,42 @@
+"""Load a model with stock Keras, safely: refuse files that hold code unless the user opts in."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sparseprune.errors import InputError, describe
+from sparseprune.formats import open_model
+from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS
+
+
+def check_loadable(path: str, unsafe: bool) -> str | None:
+    """Return the file's Keras version; refuse weights-only files and (unless unsafe) code."""
+    with open_model(path) as model:
+        if model.format not in (FORMAT_KERAS, FORMAT_H5):
+            raise InputError(f"{path} holds weights only; loading it needs the architecture.")
+        risky = {k: v for k, v in model.flags().items() if k in ("lambda", "custom_module")}
+        if risky and not unsafe:
+            names = ", ".join(n for names in risky.values() for n in names)
+            raise InputError(
+                f"{path} has layers that run code or come from outside Keras ({names}); "
+                "loading it with Keras could execute code. Pass --unsafe only if you trust it."
+            )
+        return model.writer
+
+
+def load_keras_model(path: str, unsafe: bool = False) -> Any:
+    """Load with Keras 3, or with tf_keras for files tf_keras wrote (Keras 3 can't load all)."""
+    writer = check_loadable(path, unsafe)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if writer is not None and writer.startswith("2."):
+        import tf_keras as library
+    else:
+        import keras as library
+    kwargs = {"compile": False}
+    if path.endswith(".keras") or library.__name__ == "keras":
+        kwargs["safe_mode"] = not unsafe
+    try:
+        return library.models.load_model(path, **kwargs)
+    except Exception as error:  # Keras raises many types for files it cannot rebuild
+        raise InputError(f"Keras could not load {path}: {describe(error)}") from error

@@ -1,0 +1,63 @@
+"""`--verify`: run input and output models on the same inputs and measure the difference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sparseprune.errors import InputError
+from sparseprune.keras_ops.loading import load_keras_model
+
+SAMPLES = 64
+SEED = 0
+DATA_KEYS = ("x_val", "x_test", "x", "x_train")
+
+
+def verify_outputs(
+    source: str, written: str, data: Path | None = None, unsafe: bool = False
+) -> dict:
+    """Max and mean |Δ| between the two models' outputs (random inputs with a fixed seed, or data)."""
+    before = load_keras_model(source, unsafe)
+    after = load_keras_model(written, unsafe)
+    inputs, kind = _inputs(before, data)
+    expected = _as_array(before.predict(inputs, verbose=0))
+    actual = _as_array(after.predict(inputs, verbose=0))
+    difference = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
+    return {
+        "max_abs_diff": float(difference.max()) if difference.size else 0.0,
+        "mean_abs_diff": float(difference.mean()) if difference.size else 0.0,
+        "samples": len(expected),
+        "inputs": kind,
+    }
+
+
+def _inputs(model, data: Path | None):
+    if data is not None:
+        try:
+            with np.load(data, allow_pickle=False) as archive:
+                key = next((k for k in DATA_KEYS if k in archive.files), None)
+                if key is None:
+                    raise InputError(f"{data} has none of the arrays {', '.join(DATA_KEYS)}.")
+                return archive[key][:SAMPLES], f"{data}:{key}"
+        except (OSError, ValueError) as error:
+            raise InputError(f"cannot read --data {data} ({error}).") from error
+    rng = np.random.default_rng(SEED)
+    arrays = [_random_input(rng, tensor) for tensor in model.inputs]
+    return (arrays[0] if len(arrays) == 1 else arrays), "random"
+
+
+def _random_input(rng: np.random.Generator, tensor) -> np.ndarray:
+    shape = [SAMPLES] + [d if d is not None else 8 for d in tuple(tensor.shape)[1:]]
+    dtype = str(getattr(tensor, "dtype", "float32"))
+    if "int" in dtype:
+        return rng.integers(0, 8, size=shape).astype(dtype.split(".")[-1].replace("'>", ""))
+    return rng.normal(size=shape).astype(np.float32)
+
+
+def _as_array(output) -> np.ndarray:
+    if isinstance(output, (list, tuple)):
+        return np.concatenate([np.asarray(o).reshape(len(o), -1) for o in output], axis=1)
+    if isinstance(output, dict):
+        return _as_array([output[k] for k in sorted(output)])
+    return np.asarray(output)

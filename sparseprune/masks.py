@@ -1,0 +1,152 @@
+"""Which weights to zero: magnitude masks, global selection with caps, N:M groups. Pure numpy.
+
+Rules shared by every method:
+- TFMOT's count: a tensor of n weights at sparsity s keeps k = round(n * (1 - s)) weights
+  (computed in float32 and rounded half to even, exactly as TFMOT's `tf.math.round`).
+- Ties are broken deterministically: among equal magnitudes the lower flat index is pruned first
+  (globally: the earlier tensor first), so results never depend on sort stability.
+- NaN sorts above every number, so NaN weights are never pruned by magnitude.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+HIGH_BINS = 1 << 16
+
+
+def keep_count(n: int, sparsity: float) -> int:
+    """TFMOT's k = round(n * (1 - s)) in float32, half to even."""
+    return int(np.round(np.float32(n) * (np.float32(1.0) - np.float32(sparsity))))
+
+
+def prune_count(n: int, sparsity: float) -> int:
+    return n - keep_count(n, sparsity)
+
+
+def magnitude_keys(values: np.ndarray) -> np.ndarray:
+    """Order-preserving uint32 keys of |w| (float32 bit patterns of non-negative floats)."""
+    magnitude = np.abs(np.asarray(values, dtype=np.float32))
+    keys = magnitude.view(np.uint32)
+    keys[np.isnan(magnitude)] = np.uint32(0xFFFFFFFF)
+    return keys
+
+
+def zero_smallest(values: np.ndarray, count: int) -> np.ndarray:
+    """Zero the `count` smallest-|w| entries in place (ties: lowest flat index first)."""
+    flat = values.reshape(-1)
+    if count <= 0:
+        return values
+    if count >= flat.size:
+        flat[:] = 0
+        return values
+    keys = magnitude_keys(flat)
+    keys.partition(count - 1)  # in place: memory stays at two copies of the tensor
+    cut = keys[count - 1]
+    keys = magnitude_keys(flat)
+    below = keys < cut
+    flat[below] = 0
+    ties_needed = count - int(np.count_nonzero(below))
+    del below
+    ties = np.flatnonzero(keys == cut)[:ties_needed]
+    flat[ties] = 0
+    return values
+
+
+def zero_below(values: np.ndarray, threshold: float) -> np.ndarray:
+    """Zero every |w| <= threshold in place (the lossless 'effectively zero' clean-up)."""
+    values[np.abs(values) <= threshold] = 0
+    return values
+
+
+def zero_by_mask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    values[np.asarray(mask) == 0] = 0
+    return values
+
+
+def n_of_m(values: np.ndarray, zeros: int, group: int, axis: int) -> np.ndarray:
+    """In every `group` consecutive weights along `axis`, zero the `zeros` smallest (in place)."""
+    moved = np.moveaxis(values, axis, -1)
+    if moved.shape[-1] % group:
+        raise ValueError(f"axis of size {moved.shape[-1]} is not a multiple of {group}")
+    groups = moved.reshape(-1, group)
+    keys = magnitude_keys(groups).astype(np.int64)
+    # Stable order: smaller key first, then lower position within the group.
+    order = np.argsort(keys * group + np.arange(group), axis=1, kind="stable")
+    smallest = order[:, :zeros]
+    np.put_along_axis(groups, smallest, 0, axis=1)
+    values[...] = np.moveaxis(groups.reshape(moved.shape), -1, axis)
+    return values
+
+
+@dataclass
+class GlobalCut:
+    """Result of a global selection: the key to cut at, and per-tensor counts."""
+
+    cut: int  # prune keys < cut everywhere (subject to caps)...
+    ties: list[int]  # ...plus this many keys == cut in each tensor (lowest flat index first)
+    capped: list[bool]  # tensors that hit their cap prune exactly `caps[i]` smallest instead
+    caps: list[int]
+
+
+def global_cut(
+    read: Callable[[int], np.ndarray],
+    sizes: Sequence[int],
+    total_prune: int,
+    caps: Sequence[int],
+) -> GlobalCut:
+    """Choose which weights to prune across tensors with one global magnitude threshold.
+
+    `read(i)` returns tensor i (it is called twice per tensor: bounded memory, two passes). The
+    selection is exact: `total_prune` weights (or the sum of caps, if smaller) with the smallest
+    (|w|, tensor index, flat index), where tensor i gives up at most `caps[i]` weights.
+    """
+    count = len(sizes)
+    high = np.zeros((count, HIGH_BINS), dtype=np.int64)
+    for i in range(count):
+        high[i] = np.bincount(magnitude_keys(read(i)).reshape(-1) >> 16, minlength=HIGH_BINS)
+    caps_arr = np.asarray(caps, dtype=np.int64)
+    target = min(total_prune, int(caps_arr.sum()))
+    if target <= 0:
+        return GlobalCut(0, [0] * count, [False] * count, list(caps))
+    cumulative = np.cumsum(high, axis=1)
+    totals = np.minimum(cumulative, caps_arr[:, None]).sum(axis=0)
+    bin_ = int(np.searchsorted(totals, target))
+    before = cumulative[:, bin_ - 1] if bin_ else np.zeros(count, dtype=np.int64)
+    low = np.zeros((count, HIGH_BINS), dtype=np.int64)
+    for i in range(count):
+        if high[i, bin_]:
+            keys = magnitude_keys(read(i)).reshape(-1)
+            low[i] = np.bincount(keys[(keys >> 16) == bin_] & 0xFFFF, minlength=HIGH_BINS)
+    low_cumulative = before[:, None] + np.cumsum(low, axis=1)
+    low_totals = np.minimum(low_cumulative, caps_arr[:, None]).sum(axis=0)
+    offset = int(np.searchsorted(low_totals, target))
+    cut = (bin_ << 16) | offset
+    below = low_cumulative[:, offset - 1] if offset else before
+    capped = below >= caps_arr
+    remaining = target - int(np.minimum(below, caps_arr).sum())
+    ties = []
+    for i in range(count):
+        take = 0 if capped[i] else min(remaining, int(caps_arr[i] - below[i]), int(low[i, offset]))
+        ties.append(take)
+        remaining -= take
+    return GlobalCut(cut, ties, capped.tolist(), list(caps))
+
+
+def apply_global_cut(values: np.ndarray, index: int, selection: GlobalCut) -> np.ndarray:
+    """Zero tensor `index`'s share of a global selection, in place."""
+    if selection.capped[index]:
+        return zero_smallest(values, selection.caps[index])
+    flat = values.reshape(-1)
+    keys = magnitude_keys(flat)
+    flat[keys < selection.cut] = 0
+    if selection.ties[index]:
+        flat[np.flatnonzero(keys == selection.cut)[: selection.ties[index]]] = 0
+    return values
+
+
+def count_zeros(values: Iterable[np.ndarray]) -> int:
+    return sum(int(np.count_nonzero(np.asarray(v) == 0)) for v in values)

@@ -1,0 +1,165 @@
+"""Decide, per tensor, what pruning does to it. No I/O beyond reading the optional mask file."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparseprune.errors import InputError, describe
+from sparseprune.formats import ModelFile, TensorInfo
+from sparseprune.inspection import compile_layer_regex
+from sparseprune.masks import prune_count
+from sparseprune.recipes import PruneSpec
+from sparseprune.registry import is_known
+
+
+@dataclass
+class TensorPlan:
+    """What happens to one tensor. `method` is None for tensors left exactly as they are."""
+
+    tensor: TensorInfo
+    method: str | None = None  # "target" | "global" | "threshold" | "pattern" | "mask"
+    target: float | None = None
+    cap: float | None = None
+    mask: np.ndarray | None = None
+    skip_reason: str | None = None
+
+
+@dataclass
+class Plan:
+    spec: PruneSpec
+    tensors: list[TensorPlan]
+
+    @property
+    def pruned(self) -> list[TensorPlan]:
+        return [p for p in self.tensors if p.method is not None]
+
+    @property
+    def pooled(self) -> list[TensorPlan]:
+        """Tensors that share one global threshold."""
+        return [p for p in self.tensors if p.method == "global"]
+
+    def global_prune_count(self) -> int:
+        total = sum(p.tensor.params for p in self.pooled)
+        return prune_count(total, self.spec.target or 0.0)
+
+    def global_caps(self) -> list[int]:
+        return [
+            prune_count(p.tensor.params, p.cap) if p.cap is not None else p.tensor.params
+            for p in self.pooled
+        ]
+
+
+def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:
+    tensors = model.model_tensors
+    selected = _selected(tensors, spec)
+    _check_rule_names(model, spec)
+    masks = _load_masks(spec.mask, tensors) if spec.mask else {}
+    plans = []
+    for tensor in tensors:
+        plan = TensorPlan(tensor)
+        if tensor.path in selected:
+            reason = _ineligible(tensor, spec)
+            if reason:
+                plan.skip_reason = reason
+            else:
+                _assign(plan, spec, masks)
+        plans.append(plan)
+    if not any(p.method for p in plans):
+        raise InputError("no tensor is selected for pruning; check --layers/--exclude.")
+    return Plan(spec, plans)
+
+
+def _selected(tensors: list[TensorInfo], spec: PruneSpec) -> set[str]:
+    chosen = tensors
+    if spec.layers is not None:
+        regex = compile_layer_regex(spec.layers)
+        chosen = [t for t in chosen if regex.search(t.layer)]
+        if not chosen:
+            raise InputError(f"--layers '{spec.layers}' matches no layer with weights.")
+    if spec.exclude is not None:
+        regex = compile_layer_regex(spec.exclude)
+        if not any(regex.search(t.layer) for t in tensors):
+            raise InputError(f"--exclude '{spec.exclude}' matches no layer with weights.")
+        chosen = [t for t in chosen if not regex.search(t.layer)]
+    return {t.path for t in chosen}
+
+
+def _check_rule_names(model: ModelFile, spec: PruneSpec) -> None:
+    names = {t.layer for t in model.model_tensors}
+    for name in spec.rules:
+        if name not in names:
+            raise InputError(
+                f"'layer.{name}' (or --set {name}=...) names no layer with weights; "
+                f"layers are: {', '.join(sorted(names))}."
+            )
+
+
+def _ineligible(tensor: TensorInfo, spec: PruneSpec) -> str | None:
+    if tensor.prunable:
+        return None
+    if tensor.role == "bias":
+        return None if spec.include_bias else "bias (use --include-bias)"
+    if not is_known(tensor.layer_class) and len(tensor.shape) >= 2:
+        if spec.include_unknown:
+            return None
+        return f"class {tensor.layer_class or '?'} is not in the prunable table (--include-unknown)"
+    return "not prunable by default"
+
+
+def _assign(plan: TensorPlan, spec: PruneSpec, masks: dict[str, np.ndarray]) -> None:
+    tensor, rule = plan.tensor, spec.rule(plan.tensor.layer)
+    if spec.mask is not None:
+        plan.mask = masks.get(tensor.path)
+        plan.method = "mask" if plan.mask is not None else ("threshold" if spec.threshold else None)
+        return
+    if spec.pattern is not None:
+        zeros, group = spec.pattern
+        if len(tensor.shape) < 2 or tensor.shape[-2] % group:
+            plan.skip_reason = (
+                f"input-channel axis is not a multiple of {group} for {zeros}:{group}"
+            )
+            return
+        plan.method = "pattern"
+        return
+    plan.cap = rule.max_sparsity
+    if rule.target is not None or (spec.target is not None and spec.scope == "layer"):
+        target = rule.target if rule.target is not None else spec.target
+        plan.target = min(target, rule.max_sparsity) if rule.max_sparsity is not None else target
+        plan.method = "target"
+    elif spec.target is not None:
+        plan.method = "global"
+        plan.target = spec.target
+    elif spec.threshold is not None:
+        plan.method = "threshold"
+
+
+def _load_masks(path: str, tensors: list[TensorInfo]) -> dict[str, np.ndarray]:
+    """Masks keyed by layer name (its kernel) or 'layer/role'; checked against the model."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise InputError(f"mask file {path} does not exist.") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise InputError(f"mask file {path} is not a readable .npz ({describe(error)}).") from None
+    by_key: dict[str, TensorInfo] = {t.name: t for t in tensors}
+    for tensor in tensors:
+        if tensor.prunable:
+            by_key.setdefault(tensor.layer, tensor)
+    masks = {}
+    for key, mask in arrays.items():
+        tensor = by_key.get(key)
+        if tensor is None:
+            raise InputError(
+                f"mask file {path} has an entry '{key}' but the model has no such layer."
+            )
+        if tuple(mask.shape) != tensor.shape:
+            raise InputError(
+                f"mask '{key}' has shape {tuple(mask.shape)} but {tensor.name} has shape "
+                f"{tensor.shape}."
+            )
+        masks[tensor.path] = mask
+    return masks

@@ -1,0 +1,213 @@
+"""A pruning recipe: TOML file and command-line options -> one validated `PruneSpec`.
+
+Recipe keys mirror the `prune` options; `[layer.NAME]` sections set per-layer `target` and
+`max_sparsity`. Command-line values override the recipe. Errors name the offending key.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from sparseprune.errors import InputError, describe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Scope = Literal["layer", "global"]
+SCOPES = ("layer", "global")
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    target: float | None = None
+    max_sparsity: float | None = None
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """Everything that decides which weights become zero."""
+
+    target: float | None = None
+    threshold: float | None = None
+    scope: Scope = "layer"
+    layers: str | None = None
+    exclude: str | None = None
+    rules: dict[str, LayerRule] = field(default_factory=dict)
+    pattern: tuple[int, int] | None = None
+    mask: str | None = None
+    include_bias: bool = False
+    include_unknown: bool = False
+    keep_optimizer: bool = False
+
+    def rule(self, layer: str) -> LayerRule:
+        return self.rules.get(layer, LayerRule())
+
+    def validate(self) -> PruneSpec:
+        _fraction("target", self.target)
+        for name, rule in self.rules.items():
+            _fraction(f"layer.{name}.target", rule.target)
+            _fraction(f"layer.{name}.max_sparsity", rule.max_sparsity, upper_inclusive=True)
+        if self.threshold is not None and not self.threshold >= 0:
+            raise InputError(f"'threshold' must be >= 0, got {self.threshold}.")
+        if self.scope not in SCOPES:
+            raise InputError(f"'scope' must be 'layer' or 'global', got {self.scope!r}.")
+        if self.mask is not None and (self.target is not None or self.pattern is not None):
+            raise InputError("'mask' replaces magnitude pruning; drop 'target' and 'pattern'.")
+        if self.pattern is not None and self.target is not None:
+            raise InputError("'pattern' fixes the sparsity at N/M; drop 'target'.")
+        if self.pattern is not None and self.scope == "global":
+            raise InputError("'pattern' works per tensor; use scope 'layer'.")
+        has_rule_target = any(r.target is not None for r in self.rules.values())
+        if (
+            all(v is None for v in (self.target, self.threshold, self.pattern, self.mask))
+            and not has_rule_target
+        ):
+            raise InputError(
+                "nothing to prune: give --target, --threshold, --pattern, --mask or a recipe."
+            )
+        return self
+
+
+RECIPE_KEYS = {
+    "target",
+    "threshold",
+    "scope",
+    "layers",
+    "exclude",
+    "pattern",
+    "mask",
+    "include_bias",
+    "include_unknown",
+    "keep_optimizer",
+    "layer",
+}
+RULE_KEYS = {"target", "max_sparsity"}
+
+
+def load_recipe(path: str | Path) -> PruneSpec:
+    """Read a TOML recipe; unknown keys and out-of-range values are errors naming the key."""
+    source = Path(path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise InputError(f"recipe {source} does not exist.") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read recipe {source} ({describe(error)}).") from error
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"recipe {source} is not valid TOML ({describe(error)}).") from error
+    unknown = sorted(set(data) - RECIPE_KEYS)
+    if unknown:
+        known = ", ".join(sorted(RECIPE_KEYS))
+        raise InputError(f"recipe {source}: unknown key '{unknown[0]}'; known keys: {known}.")
+    values: dict[str, Any] = {
+        "target": _number(data, "target"),
+        "threshold": _number(data, "threshold"),
+        "scope": _text(data, "scope") or "layer",
+        "layers": _text(data, "layers"),
+        "exclude": _text(data, "exclude"),
+        "pattern": parse_pattern(data["pattern"], "pattern") if "pattern" in data else None,
+        "include_bias": _flag(data, "include_bias"),
+        "include_unknown": _flag(data, "include_unknown"),
+        "keep_optimizer": _flag(data, "keep_optimizer"),
+        "rules": _rules(data.get("layer", {})),
+    }
+    mask = _text(data, "mask")
+    if mask is not None:
+        values["mask"] = str((source.parent / mask) if not Path(mask).is_absolute() else mask)
+    try:
+        return PruneSpec(**values).validate()
+    except InputError as error:
+        raise InputError(f"recipe {source}: {error}") from None
+
+
+def merge(base: PruneSpec, overrides: dict[str, Any], sets: list[str]) -> PruneSpec:
+    """Command-line values (those not None) override the recipe; `--set` adds layer rules."""
+    spec = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    rules = dict(spec.rules)
+    for item in sets:
+        layer, value = parse_set(item)
+        old = rules.get(layer, LayerRule())
+        rules[layer] = (
+            replace(old, max_sparsity=value)
+            if spec.scope == "global"
+            else replace(old, target=value)
+        )
+    return replace(spec, rules=rules).validate()
+
+
+def parse_set(item: str) -> tuple[str, float]:
+    layer, sep, value = item.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not layer or number is None:
+        raise InputError(f"--set expects LAYER=SPARSITY (e.g. head=0.5), got '{item}'.")
+    return layer, number
+
+
+def parse_pattern(value: Any, key: str = "--pattern") -> tuple[int, int]:
+    """'N:M' -> (N, M): at least N zeros in every M consecutive weights."""
+    try:
+        zeros, group = (int(part) for part in str(value).split(":"))
+    except ValueError:
+        raise InputError(f"'{key}' must look like N:M (e.g. 2:4), got '{value}'.") from None
+    if not 0 < zeros < group:
+        raise InputError(f"'{key}' needs 0 < N < M, got '{value}'.")
+    return zeros, group
+
+
+def _rules(table: Any) -> dict[str, LayerRule]:
+    if not isinstance(table, dict):
+        raise InputError("'layer' must be a table of [layer.NAME] sections.")
+    rules = {}
+    for name, section in table.items():
+        if not isinstance(section, dict):
+            raise InputError(f"'layer.{name}' must be a table with target / max_sparsity.")
+        unknown = sorted(set(section) - RULE_KEYS)
+        if unknown:
+            raise InputError(
+                f"unknown key 'layer.{name}.{unknown[0]}'; use target or max_sparsity."
+            )
+        rules[name] = LayerRule(
+            target=_number(section, "target", f"layer.{name}."),
+            max_sparsity=_number(section, "max_sparsity", f"layer.{name}."),
+        )
+    return rules
+
+
+def _fraction(key: str, value: float | None, upper_inclusive: bool = False) -> None:
+    if value is None:
+        return
+    ok = 0 <= value <= 1 if upper_inclusive else 0 <= value < 1
+    if not ok:
+        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
+        raise InputError(f"'{key}' must be a sparsity in {bound}, got {value}.")
+
+
+def _number(data: dict, key: str, prefix: str = "") -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"'{prefix}{key}' must be a number, got {value!r}.")
+    return float(value)
+
+
+def _text(data: dict, key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"'{key}' must be a string, got {value!r}.")
+    return value
+
+
+def _flag(data: dict, key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise InputError(f"'{key}' must be true or false, got {value!r}.")
+    return value

@@ -1,0 +1,87 @@
+"""Prune results as JSON (schema_version 1) and as a rich table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sparseprune.pruning import PruneResult
+
+SCHEMA_VERSION = 1
+
+
+def result_dict(result: PruneResult) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "input": {"path": result.input, "format": result.format, "size": result.input_size},
+        "output": {"path": result.output, "size": result.output_size},
+        "size_ratio": result.input_size / result.output_size if result.output_size else None,
+        "information_bound_bytes": round(result.bound_bytes),
+        "optimizer": result.optimizer,
+        "tensors": [
+            {
+                "name": t.tensor.name,
+                "layer": t.tensor.layer,
+                "role": t.tensor.role,
+                "shape": list(t.tensor.shape),
+                "params": t.tensor.params,
+                "method": t.method,
+                "target": t.target,
+                "zeros_before": t.zeros_before,
+                "zeros_after": t.zeros_after,
+                "sparsity": t.zeros_after / t.tensor.params if t.tensor.params else 0.0,
+            }
+            for t in result.pruned
+        ],
+        "skipped": [
+            {"name": t.tensor.name, "reason": t.skip_reason}
+            for t in result.tensors
+            if t.skip_reason
+        ],
+        "checks": {"passed": not result.failures, "failures": result.failures},
+        "verification": result.verification,
+    }
+
+
+def to_json(result: PruneResult) -> str:
+    return json.dumps(result_dict(result), indent=2)
+
+
+def print_result(console: Console, result: PruneResult) -> None:
+    table = Table(title=escape(f"{result.input} -> {result.output}"), title_justify="left")
+    for column in ("tensor", "method", "shape"):
+        table.add_column(column)
+    for column in ("params", "target", "zeros before", "zeros after", "sparsity"):
+        table.add_column(column, justify="right")
+    for t in result.pruned:
+        table.add_row(
+            t.tensor.name,
+            t.method or "",
+            "×".join(map(str, t.tensor.shape)),
+            f"{t.tensor.params:,}",
+            "" if t.target is None else f"{t.target:.0%}",
+            f"{t.zeros_before:,}",
+            f"{t.zeros_after:,}",
+            f"{t.zeros_after / max(t.tensor.params, 1):.1%}",
+        )
+    console.print(table)
+    skipped = [t for t in result.tensors if t.skip_reason and t.tensor.role != "bias"]
+    for t in skipped:
+        console.print(f"[dim]skipped {escape(t.tensor.name)}: {escape(t.skip_reason or '')}[/]")
+    ratio = result.input_size / result.output_size if result.output_size else 0
+    console.print(
+        f"size: {result.input_size:,} -> {result.output_size:,} bytes ({ratio:.2f}x smaller); "
+        f"information bound {round(result.bound_bytes):,} bytes; optimizer state {result.optimizer}"
+    )
+    if result.verification:
+        v = result.verification
+        console.print(
+            f"verify: max |Δ| {v['max_abs_diff']:.3g}, mean |Δ| {v['mean_abs_diff']:.3g} "
+            f"on {v['samples']} {v['inputs']} inputs"
+        )
+    for failure in result.failures:
+        console.print(f"[bold red]check failed:[/] {escape(failure)}")
