@@ -21,9 +21,9 @@ def keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
     with h5py.File(io.BytesIO(data), "r") as f:
 
         def visit(name: str, obj: object) -> None:
-            if isinstance(obj, h5py.Group) and name.endswith("/vars") and name.startswith("layers"):
-                if len(obj):
-                    out[obj.attrs["name"]] = [obj[str(i)][()] for i in range(len(obj))]
+            is_vars = isinstance(obj, h5py.Group) and name.endswith("/vars")
+            if is_vars and name.startswith("layers") and len(obj):
+                out[obj.attrs["name"]] = [obj[str(i)][()] for i in range(len(obj))]
 
         f.visititems(visit)
     return out
@@ -33,7 +33,7 @@ def h5_weights(path: Path) -> dict[str, list[np.ndarray]]:
     """Legacy `.h5`: {layer name: [weights in weight_names order]}."""
     out: dict[str, list[np.ndarray]] = {}
     with h5py.File(path, "r") as f:
-        group = f["model_weights"] if "model_weights" in f else f
+        group = f.get("model_weights", f)
         for layer in group.attrs["layer_names"]:
             layer = layer.decode() if isinstance(layer, bytes) else layer
             names = group[layer].attrs["weight_names"]

@@ -95,6 +95,10 @@ def prune(
             input_path(model) as (path, label),
             output_target(path, label, output) as (target, out_label),
         ):
+            if verify:  # refuse before writing anything, without importing Keras
+                from sparseprune.keras_ops.loading import check_loadable
+
+                check_loadable(path, unsafe)
             result = _with_progress(path, target, spec, force or to_stdout, label, out_label)
             if verify:
                 from sparseprune.keras_ops.verify import verify_outputs

@@ -17,7 +17,7 @@ DATA_KEYS = ("x_val", "x_test", "x", "x_train")
 def verify_outputs(
     source: str, written: str, data: Path | None = None, unsafe: bool = False
 ) -> dict:
-    """Max and mean |Δ| between the two models' outputs (random inputs with a fixed seed, or data)."""
+    """Max and mean |Δ| of the two models' outputs (seeded random inputs, or `data`)."""
     before = load_keras_model(source, unsafe)
     after = load_keras_model(written, unsafe)
     inputs, kind = _inputs(before, data)
