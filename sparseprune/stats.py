@@ -9,7 +9,7 @@ import numpy as np
 
 DEFAULT_THRESHOLD = 1e-15
 # log10|w| histogram edges for plots: float32 denormals reach 1e-45; exact zeros go in `zeros`.
-LOG10_EDGES = np.linspace(-46.0, 4.0, 101)
+LOG10_EDGES = np.linspace(-46.0, 4.0, 401)  # 1/8 decade per bin
 
 
 @dataclass

@@ -16,7 +16,8 @@ def save_plot(report: ModelReport, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    weights = [w for w in report.weights if w.shown and w.stats.histogram is not None]
+    # Reversed so the first layer is drawn on top, as in the table.
+    weights = [w for w in report.weights if w.shown and w.stats.histogram is not None][::-1]
     fig, (dist, bars) = plt.subplots(
         1,
         2,
@@ -29,8 +30,14 @@ def save_plot(report: ModelReport, path: str) -> None:
         scale = 0.8 / max(int(counts.max()), 1)
         dist.fill_between(centers, row, row + counts * scale, step="mid", alpha=0.7)
         if weight.stats.zeros:
-            dist.text(LOG10_EDGES[0], row + 0.1, f"{weight.stats.zeros:,} exact 0", fontsize=7)
+            dist.annotate(
+                f"+{weight.stats.zeros:,} exact 0",
+                (0.01, row + 0.1),
+                fontsize=7,
+                xycoords=("axes fraction", "data"),
+            )
     threshold = math.log10(report.threshold) if report.threshold > 0 else LOG10_EDGES[0]
+    dist.set_xlim(*_x_range([w.stats.histogram for w in weights], threshold))
     dist.axvline(
         threshold, color="crimson", linestyle="--", label=f"threshold {report.threshold:g}"
     )
@@ -38,7 +45,7 @@ def save_plot(report: ModelReport, path: str) -> None:
     dist.set_yticks(np.arange(len(weights)) + 0.4, labels, fontsize=8)
     dist.set_xlabel("log10 |w|")
     dist.set_title("Weight magnitude distribution")
-    dist.legend(loc="upper left", fontsize=8)
+    dist.legend(loc="upper right", fontsize=8)
     sparsity = [w.stats.sparsity for w in weights]
     bars.barh(np.arange(len(weights)) + 0.4, sparsity, height=0.6, color="slateblue")
     bars.set_yticks(np.arange(len(weights)) + 0.4, [""] * len(weights))
@@ -51,3 +58,13 @@ def save_plot(report: ModelReport, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
+
+
+def _x_range(histograms: list[np.ndarray], threshold: float) -> tuple[float, float]:
+    """The occupied part of the log10 axis, widened to show the threshold."""
+    occupied = np.flatnonzero(np.sum(histograms, axis=0)) if histograms else np.array([])
+    if occupied.size == 0:
+        return threshold - 2, threshold + 2
+    low = min(LOG10_EDGES[occupied[0]], threshold) - 1
+    high = max(LOG10_EDGES[occupied[-1] + 1], threshold) + 1
+    return float(low), float(high)
