@@ -21,9 +21,10 @@ class State:
 
 state = State()
 stdout = Console(highlight=False, soft_wrap=False)
-if not stdout.is_terminal:
-    stdout.width = 160  # piped tables stay readable instead of wrapping at 80 columns
 stderr = Console(stderr=True, highlight=False)
+for _console in (stdout, stderr):
+    if not _console.is_terminal:
+        _console.width = 160  # piped tables stay readable instead of wrapping at 80 columns
 
 
 def last_error() -> str:
