@@ -46,6 +46,7 @@ def zero_smallest(values: np.ndarray, count: int) -> np.ndarray:
     keys = magnitude_keys(flat)
     keys.partition(count - 1)  # in place: memory stays at two copies of the tensor
     cut = keys[count - 1]
+    del keys
     keys = magnitude_keys(flat)
     below = keys < cut
     flat[below] = 0
@@ -107,7 +108,10 @@ def global_cut(
     count = len(sizes)
     high = np.zeros((count, HIGH_BINS), dtype=np.int64)
     for i in range(count):
-        high[i] = np.bincount(magnitude_keys(read(i)).reshape(-1) >> 16, minlength=HIGH_BINS)
+        keys = magnitude_keys(read(i)).reshape(-1)
+        keys >>= 16  # in place: no third copy of the tensor
+        high[i] = np.bincount(keys, minlength=HIGH_BINS)
+        del keys
     caps_arr = np.asarray(caps, dtype=np.int64)
     target = min(total_prune, int(caps_arr.sum()))
     if target <= 0:
@@ -120,7 +124,10 @@ def global_cut(
     for i in range(count):
         if high[i, bin_]:
             keys = magnitude_keys(read(i)).reshape(-1)
-            low[i] = np.bincount(keys[(keys >> 16) == bin_] & 0xFFFF, minlength=HIGH_BINS)
+            in_bin = keys[(keys >> 16) == bin_]
+            del keys
+            in_bin &= 0xFFFF
+            low[i] = np.bincount(in_bin, minlength=HIGH_BINS)
     low_cumulative = before[:, None] + np.cumsum(low, axis=1)
     low_totals = np.minimum(low_cumulative, caps_arr[:, None]).sum(axis=0)
     offset = int(np.searchsorted(low_totals, target))

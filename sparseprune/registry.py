@@ -165,6 +165,9 @@ KNOWN_CLASSES: frozenset[str] = frozenset(
 )
 
 
+# Variables Keras keeps out of `trainable_weights` (legacy .h5 files list them last).
+NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
+
 # Kernels whose last axis is the layer's output units or filters (for counting dead units).
 UNIT_KERNELS: dict[str, str] = {
     "Dense": "kernel",

@@ -295,9 +295,30 @@ def test_output_equal_to_input_refused(tmp_path: Path) -> None:
     assert sha(source) == sha(MLP)
 
 
-def test_format_conversion_refused(tmp_path: Path) -> None:
-    result = prune(str(MLP), "-o", str(tmp_path / "x.h5"), "--target", "0.5")
-    assert result.exit_code == 2 and "converting" in result.stderr
+def test_format_conversion_keras_to_h5(tmp_path: Path) -> None:
+    target = tmp_path / "x.h5"
+    doc = prune_json(str(MLP), "-o", str(target), "--target", "0.5")
+    before, after = keras_weights(MLP), h5_weights(target)
+    assert sorted(after) == sorted(before)
+    for layer in KERNELS:
+        assert np.count_nonzero(after[layer][0]) == keep(before[layer][0].size, 0.5)
+        assert np.array_equal(after[layer][1], before[layer][1])
+    assert doc["checks"]["passed"]
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix", "words"),
+    [
+        ("tf_keras_mlp.h5", ".keras", "written by Keras 2"),
+        ("mlp.weights.h5", ".keras", "weights only"),
+        ("mlp.keras", ".weights.h5", "cannot be written"),
+    ],
+)
+def test_format_conversion_refused(tmp_path: Path, name: str, suffix: str, words: str) -> None:
+    target = tmp_path / f"x{suffix}"
+    result = prune(str(SAMPLES / name), "-o", str(target), "--target", "0.5")
+    assert result.exit_code == 2 and words in result.stderr, result.stderr
+    assert not target.exists()
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path: Path, monkeypatch) -> None:

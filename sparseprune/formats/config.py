@@ -39,7 +39,8 @@ class LayerTree:
         return next((c for c in self.children if c.info.name.rsplit("/", 1)[-1] == name), None)
 
 
-def parse_config_json(text: str | bytes, label: str) -> LayerTree:
+def load_json(text: str | bytes, label: str) -> dict:
+    """The architecture config as plain data (a JSON object), or a clear error."""
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as error:
@@ -48,7 +49,7 @@ def parse_config_json(text: str | bytes, label: str) -> LayerTree:
         ) from error
     if not isinstance(data, dict):
         raise InputError(f"{label}: the model config is not a JSON object.")
-    return build_tree(data, label)
+    return data
 
 
 def build_tree(entry: dict, label: str, prefix: str = "", depth: int = 0) -> LayerTree:

@@ -20,7 +20,7 @@ import numpy as np
 
 from sparseprune.errors import InputError, describe
 from sparseprune.formats import archive as zipped
-from sparseprune.formats.config import LayerTree, build_tree, parse_config_json
+from sparseprune.formats.config import LayerTree, build_tree, load_json
 from sparseprune.formats.h5safe import iter_slabs, open_h5, read_array
 from sparseprune.formats.legacy_h5 import read_legacy_weights, read_optimizer_weights
 from sparseprune.formats.model import (
@@ -52,6 +52,7 @@ class ModelFile:
     weights: h5py.File
     writer: str | None = None
     archive: zipfile.ZipFile | None = None
+    config: dict | None = None  # the architecture JSON as read (data only, never deserialized)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
 
     @property
@@ -174,13 +175,16 @@ def _open_keras_archive(
             f"{label} stores its weights as model.weights.npz, which sparseprune does not "
             "read yet; re-save the model with model.save('model.keras')."
         )
-    tree = parse_config_json(zipped.read_json_member(archive, zipped.CONFIG_MEMBER, label), label)
+    config = load_json(zipped.read_json_member(archive, zipped.CONFIG_MEMBER, label), label)
+    tree = build_tree(config, label)
     writer = _keras_version(archive, label)
     member = stack.enter_context(zipped.open_member(archive, zipped.WEIGHTS_MEMBER, label))
     weights = stack.enter_context(open_h5(member, f"{label}:{zipped.WEIGHTS_MEMBER}"))
     keras2 = writer is not None and writer.startswith("2.")
     tensors = in_config_order(read_varstore(weights, tree, keras2), tree)
-    return ModelFile(label, FORMAT_KERAS, size, tree, tensors, weights, writer, archive, stack)
+    return ModelFile(
+        label, FORMAT_KERAS, size, tree, tensors, weights, writer, archive, config, stack
+    )
 
 
 def in_config_order(tensors: list[TensorInfo], tree: LayerTree | None) -> list[TensorInfo]:
@@ -209,11 +213,14 @@ def _describe_h5(
     attrs = weights.attrs
     writer = _text(attrs.get("keras_version"))
     if "model_weights" in weights and "model_config" in attrs:
-        tree = parse_config_json(_text(attrs["model_config"]) or "", label)
+        config = load_json(_text(attrs["model_config"]) or "", label)
+        tree = build_tree(config, label)
         tensors = read_legacy_weights(weights["model_weights"], tree, label)
         if isinstance(weights.get("optimizer_weights"), h5py.Group):
             tensors += read_optimizer_weights(weights["optimizer_weights"])
-        return ModelFile(label, FORMAT_H5, size, tree, tensors, weights, writer, _stack=stack)
+        return ModelFile(
+            label, FORMAT_H5, size, tree, tensors, weights, writer, config=config, _stack=stack
+        )
     if "layer_names" in attrs or "layer_names0" in attrs:
         tensors = read_legacy_weights(weights, None, label)
         return ModelFile(

@@ -14,6 +14,7 @@ import numpy as np
 from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile, TensorInfo, open_model
 from sparseprune.formats.atomic import atomic_path, check_output_path
+from sparseprune.formats.convert import check_convertible, convert_model
 from sparseprune.formats.model import FORMAT_H5, FORMAT_H5_WEIGHTS, FORMAT_KERAS, FORMAT_WEIGHTS_H5
 from sparseprune.formats.writer import information_bound_bytes, write_model
 from sparseprune.masks import (
@@ -91,13 +92,16 @@ def prune_model(
     source, target = Path(source), Path(output)
     check_output_path(target, force, (source,))
     with open_model(source, label) as model:
-        _check_format(model, target)
+        target_format = _target_format(model, target)
         plan = make_plan(model, spec)
         outcomes = {p.tensor.path: _outcome(p) for p in plan.tensors}
         selection = _global_selection(model, plan)
         transform = _transform(plan, outcomes, selection)
         with atomic_path(target) as temp:
-            write_model(model, temp, transform, not spec.keep_optimizer, on_tensor)
+            if target_format == model.format:
+                write_model(model, temp, transform, not spec.keep_optimizer, on_tensor)
+            else:
+                convert_model(model, temp, target_format, transform, on_tensor)
         result = PruneResult(
             str(label or source), str(out_label or target), model.format, model.size
         )
@@ -112,17 +116,21 @@ def _suffix(path: Path) -> str:
     return next((s for s in SUFFIX_FORMATS if name.endswith(s)), path.suffix)
 
 
-def _check_format(model: ModelFile, target: Path) -> None:
+def _target_format(model: ModelFile, target: Path) -> str:
+    """The output format the suffix asks for; conversions are checked before any work."""
     suffix = _suffix(target)
     allowed = SUFFIX_FORMATS.get(suffix)
     if allowed is None:
         raise InputError(f"output {target} must end in .keras, .h5 or .weights.h5.")
-    if model.format not in allowed:
-        raise InputError(
-            f"{model.path} is a '{model.format}' file but the output suffix '{suffix}' asks for "
-            "another format; converting between formats is not supported yet, so give -o the "
-            "input's suffix."
-        )
+    if model.format in allowed:
+        return model.format
+    if allowed[0] in (FORMAT_KERAS, FORMAT_H5):
+        check_convertible(model, allowed[0])
+        return allowed[0]
+    raise InputError(
+        f"{model.path} is a '{model.format}' file and cannot be written as '{suffix}'; "
+        "give -o the input's suffix."
+    )
 
 
 def _outcome(plan: TensorPlan) -> TensorOutcome:
@@ -185,19 +193,22 @@ def _optimizer_state(model: ModelFile, spec: PruneSpec) -> str:
 
 def _measure_and_verify(model: ModelFile, target: Path, plan: Plan, result: PruneResult) -> None:
     """Re-read the written file: measure every figure and check each rule was met exactly."""
-    outcomes = {t.tensor.path: t for t in result.tensors}
-    by_path = {p.tensor.path: p for p in plan.tensors}
+    outcomes = {t.tensor.name: t for t in result.tensors}  # names survive format conversion
+    by_name = {p.tensor.name: p for p in plan.tensors}
     with open_model(target, result.output) as written:
         result.output_size = written.size
+        if sorted(t.name for t in written.model_tensors) != sorted(outcomes):
+            result.failures.append("the written file does not hold the same weights as the input.")
+            return
         for tensor in written.model_tensors:
             values = written.read(tensor)
-            outcome = outcomes[tensor.path]
+            outcome = outcomes[tensor.name]
             outcome.zeros_after = int(np.count_nonzero(values == 0))
             result.bound_bytes += information_bound_bytes(
                 values.size, values.size - outcome.zeros_after, values.dtype.itemsize * 8
             )
-            result.failures += _check_tensor(model, by_path[tensor.path], outcome, values, plan)
-    result.failures += _check_pool(plan, outcomes)
+            result.failures += _check_tensor(model, by_name[tensor.name], outcome, values, plan)
+    result.failures += _check_pool(plan, {t.tensor.path: t for t in result.tensors})
 
 
 def _check_tensor(

@@ -1,0 +1,220 @@
+"""Write a full model in the other format: `.keras` <-> legacy `.h5`, for files Keras 3 wrote.
+
+Weights are re-laid out, the architecture is carried as JSON data:
+- to `.h5`: `model_config` is the archive's config; `model_weights/<layer>` groups list
+  `weight_names` in Keras's legacy order (a top-level layer's trainable weights, then the rest),
+  because stock Keras matches layers by order and weights by position.
+- to `.keras`: weights go to `layers/<key>/vars/<i>` with keys replayed from the config as Keras
+  assigns them (snake_case class name, `_1`, `_2`, ... per container), RNN cells under `cell`.
+Optimizer state and the compile settings are not carried over (they have no common layout).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from sparseprune.errors import InputError
+from sparseprune.formats import archive as zipped
+from sparseprune.formats.config import LayerTree
+from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, LayerInfo, TensorInfo
+from sparseprune.formats.reader import ModelFile
+from sparseprune.formats.writer import (
+    Member,
+    Transform,
+    create_group,
+    dataset_options,
+    encode_values,
+    new_h5,
+    write_zip,
+)
+from sparseprune.registry import NON_TRAINABLE_ROLES, SUBOBJECT_CLASSES, to_snake_case
+
+# Where Keras 3 finds its model classes when a `.keras` config names them.
+MODEL_MODULES = {
+    "Sequential": "keras",
+    "Functional": "keras.src.models.functional",
+    "Model": "keras.src.models.model",
+}
+FIXED_DATE = "1980-01-01@00:00:00"  # metadata.json is ignored by the loader; keep output stable
+CELL_OWNERS = {owner for (owner, sub), cls in SUBOBJECT_CLASSES.items() if cls.endswith("Cell")}
+
+
+def check_convertible(model: ModelFile, target_format: str) -> None:
+    """Refuse with one clear sentence what this converter cannot write faithfully."""
+    if model.format not in (FORMAT_KERAS, FORMAT_H5) or model.config is None:
+        raise InputError(
+            f"{model.path} holds weights only; converting needs a full model, so give -o the "
+            "input's suffix."
+        )
+    if not (model.writer or "").startswith("3."):
+        raise InputError(
+            f"{model.path} was written by Keras {model.writer or '(unknown)'}; only files "
+            "written by Keras 3 can be converted between .keras and .h5."
+        )
+    for tensor in model.model_tensors:
+        sub = _subpath(tensor)
+        if sub is None:
+            raise InputError(
+                f"layer '{tensor.layer}' ({tensor.layer_class}) keeps weights in sub-objects "
+                "that the converter does not lay out; keep the input's format."
+            )
+    _ = target_format
+
+
+def convert_model(
+    model: ModelFile,
+    target: Path,
+    target_format: str,
+    transform: Transform,
+    on_tensor: Callable[[TensorInfo], None] | None = None,
+) -> None:
+    """Write `model` to `target` in `target_format`, weights passed through `transform`."""
+    check_convertible(model, target_format)
+
+    def values(tensor: TensorInfo) -> np.ndarray:
+        original = model.read(tensor)
+        new = transform(tensor, original)
+        if on_tensor is not None:
+            on_tensor(tensor)
+        return original if new is None else new
+
+    if target_format == FORMAT_H5:
+        _write_h5(model, target, values)
+    else:
+        _write_keras(model, target, values)
+
+
+def _write_h5(model: ModelFile, target: Path, values: Callable) -> None:
+    config = model.config or {}
+    version = model.writer or "3"
+    with new_h5(target) as out:
+        legacy = {"class_name": config.get("class_name"), "config": config.get("config")}
+        _attrs(out, keras_version=version, backend="tensorflow", model_config=json.dumps(legacy))
+        weights = create_group(out, "model_weights")
+        groups = _by_top_layer(model)
+        _attrs(weights, keras_version=version, backend="tensorflow")
+        weights.attrs["layer_names"] = np.array([name.encode() for name in groups])
+        for top, tensors in groups.items():
+            group = create_group(weights, top)
+            ordered = _legacy_order(tensors, _layer_infos(model.tree))
+            names = [f"{t.layer}/{t.role}" for t in ordered]
+            group.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for name, tensor in zip(names, ordered, strict=True):
+                _write_dataset(group, name, tensor, values(tensor), compress=True)
+
+
+def _write_keras(model: ModelFile, target: Path, values: Callable) -> None:
+    with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
+        weights_path = Path(scratch) / zipped.WEIGHTS_MEMBER
+        with new_h5(weights_path) as out:
+            for path, name, tensors in _varstore_layout(model):
+                vars_group = _ensure_groups(out, f"{path}/vars")
+                vars_group.attrs["name"] = name
+                for index, tensor in enumerate(tensors):
+                    _write_dataset(vars_group, str(index), tensor, values(tensor), compress=False)
+        metadata = {"keras_version": model.writer, "date_saved": FIXED_DATE}
+        config = dict(model.config or {})
+        config.setdefault("module", MODEL_MODULES.get(config.get("class_name", ""), "keras"))
+        config.setdefault("registered_name", None)
+        write_zip(
+            target,
+            [
+                Member(zipped.METADATA_MEMBER, json.dumps(metadata).encode()),
+                Member(zipped.CONFIG_MEMBER, json.dumps(config).encode()),
+                Member(zipped.WEIGHTS_MEMBER, weights_path),
+            ],
+        )
+
+
+def _by_top_layer(model: ModelFile) -> dict[str, list[TensorInfo]]:
+    groups: dict[str, list[TensorInfo]] = {}
+    for tensor in model.model_tensors:
+        groups.setdefault(tensor.layer.split("/")[0], []).append(tensor)
+    return groups
+
+
+def _layer_infos(tree: LayerTree | None) -> dict[str, LayerInfo]:
+    return {info.name: info for info in tree.flatten()} if tree else {}
+
+
+def _legacy_order(tensors: list[TensorInfo], infos: dict[str, LayerInfo]) -> list[TensorInfo]:
+    """Keras's legacy h5 order: a top-level layer's trainable weights first, then the rest."""
+
+    def trainable(tensor: TensorInfo) -> bool:
+        parts = tensor.layer.split("/")
+        frozen = any(
+            infos.get("/".join(parts[: i + 1]), LayerInfo("", None)).config.get("trainable")
+            is False
+            for i in range(len(parts))
+        )
+        return not frozen and tensor.role not in NON_TRAINABLE_ROLES
+
+    return [t for t in tensors if trainable(t)] + [t for t in tensors if not trainable(t)]
+
+
+def _varstore_layout(model: ModelFile) -> Iterator[tuple[str, str, list[TensorInfo]]]:
+    """(group path, layer name, tensors in variable order) for each layer with weights."""
+    by_layer: dict[str, list[TensorInfo]] = {}
+    for tensor in model.model_tensors:
+        by_layer.setdefault(tensor.layer, []).append(tensor)
+    keys = _storage_paths(model.tree) if model.tree else {}
+    for layer, tensors in by_layer.items():
+        if layer not in keys:
+            raise InputError(f"layer '{layer}' is not in the model config; cannot convert.")
+        sub = _subpath(tensors[0])
+        yield keys[layer] + (f"/{sub}" if sub else ""), layer.rsplit("/", 1)[-1], tensors
+
+
+def _storage_paths(node: LayerTree, prefix: str = "") -> dict[str, str]:
+    """Layer name -> `layers/<key>[/layers/<key>...]`, replaying Keras's key assignment."""
+    paths: dict[str, str] = {}
+    used: dict[str, int] = {}
+    for child in node.children:
+        base = to_snake_case(child.info.class_name or "layer")
+        count = used.get(base, 0)
+        used[base] = count + 1
+        path = f"{prefix}layers/{base if count == 0 else f'{base}_{count}'}"
+        paths[child.info.name] = path
+        if child.children:
+            paths.update(_storage_paths(child, f"{path}/"))
+    return paths
+
+
+def _subpath(tensor: TensorInfo) -> str | None:
+    """'' for variables on the layer itself, 'cell' for RNN cells, None if not representable."""
+    if tensor.layer_class in CELL_OWNERS:
+        return "cell"
+    if "/" in tensor.role:
+        return None
+    return ""
+
+
+def _ensure_groups(root: h5py.Group, path: str) -> h5py.Group:
+    group = root
+    for part in path.split("/"):
+        group = group[part] if part in group else create_group(group, part)
+    return group
+
+
+def _write_dataset(
+    group: h5py.Group, name: str, tensor: TensorInfo, values: np.ndarray, compress: bool
+) -> None:
+    parent, _, leaf = name.rpartition("/")
+    target = _ensure_groups(group, parent) if parent else group
+    dtype = np.dtype(tensor.dtype) if tensor.dtype != "bfloat16" else values.dtype
+    data = encode_values(values, dtype)
+    options = dataset_options(tuple(data.shape), data.dtype, data, compress)
+    dataset = target.create_dataset(leaf, **options)
+    if data.size:
+        dataset[...] = data
+
+
+def _attrs(obj: h5py.HLObject, **values: str) -> None:
+    for key, value in values.items():
+        obj.attrs[key] = value
