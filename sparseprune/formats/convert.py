@@ -24,6 +24,7 @@ from sparseprune.formats import archive as zipped
 from sparseprune.formats.config import LayerTree
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, LayerInfo, TensorInfo
 from sparseprune.formats.reader import ModelFile
+from sparseprune.formats.varstore import storage_keys
 from sparseprune.formats.writer import (
     Member,
     Transform,
@@ -33,7 +34,7 @@ from sparseprune.formats.writer import (
     new_h5,
     write_zip,
 )
-from sparseprune.registry import NON_TRAINABLE_ROLES, SUBOBJECT_CLASSES, to_snake_case
+from sparseprune.registry import NON_TRAINABLE_ROLES, SUBOBJECT_CLASSES
 
 # Where Keras 3 finds its model classes when a `.keras` config names them.
 MODEL_MODULES = {
@@ -174,12 +175,8 @@ def _varstore_layout(model: ModelFile) -> Iterator[tuple[str, str, list[TensorIn
 def _storage_paths(node: LayerTree, prefix: str = "") -> dict[str, str]:
     """Layer name -> `layers/<key>[/layers/<key>...]`, replaying Keras's key assignment."""
     paths: dict[str, str] = {}
-    used: dict[str, int] = {}
-    for child in node.children:
-        base = to_snake_case(child.info.class_name or "layer")
-        count = used.get(base, 0)
-        used[base] = count + 1
-        path = f"{prefix}layers/{base if count == 0 else f'{base}_{count}'}"
+    for key, child in storage_keys(node).items():
+        path = f"{prefix}layers/{key}"
         paths[child.info.name] = path
         if child.children:
             paths.update(_storage_paths(child, f"{path}/"))

@@ -110,10 +110,10 @@ def _child(node: LayerTree | None, key: str, name: str | None) -> LayerTree | No
         return None
     if name is not None and (found := node.child_named(name)) is not None:
         return found
-    return _child_by_key(node).get(key)
+    return storage_keys(node).get(key)
 
 
-def _child_by_key(node: LayerTree) -> dict[str, LayerTree]:
+def storage_keys(node: LayerTree) -> dict[str, LayerTree]:
     """Replay Keras's key assignment: snake_case class name, then `_1`, `_2`, ... per name."""
     keys: dict[str, LayerTree] = {}
     used: dict[str, int] = {}
