@@ -42,3 +42,12 @@ def h5_weights(path: Path) -> dict[str, list[np.ndarray]]:
                     group[layer][n.decode() if isinstance(n, bytes) else n][()] for n in names
                 ]
     return out
+
+
+def keras_optimizer(path: Path) -> list[np.ndarray]:
+    """Keras 3 `.keras`: the optimizer's variables in order."""
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read("model.weights.h5")
+    with h5py.File(io.BytesIO(data), "r") as f:
+        group = f["optimizer/vars"]
+        return [group[str(i)][()] for i in range(len(group))]

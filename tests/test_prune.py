@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SAMPLES
-from rawread import h5_weights, keras_weights
+from rawread import h5_weights, keras_optimizer, keras_weights
 from typer.testing import CliRunner
 
 from sparseprune.cli import app
@@ -235,6 +235,25 @@ def test_json_sizes_are_measured(out: Path) -> None:
     assert zeros == {f"{k}/kernel": int(np.count_nonzero(after[k][0] == 0)) for k in KERNELS}
     assert doc["optimizer"] == "reset"
     assert 0 < doc["information_bound_bytes"] < doc["output"]["size"]
+
+
+def test_optimizer_reset_by_default_and_kept_on_request(tmp_path: Path) -> None:
+    before = keras_optimizer(MLP)
+    assert any(np.count_nonzero(v) for v in before if v.ndim)  # trained Adam moments
+    prune_json(str(MLP), "-o", str(tmp_path / "r.keras"), "--target", "0.5")
+    reset = keras_optimizer(tmp_path / "r.keras")
+    assert [v.shape for v in reset] == [v.shape for v in before]
+    for old, new in zip(before, reset, strict=True):
+        if new.ndim or np.issubdtype(new.dtype, np.integer):  # moments and the step counter
+            assert not np.count_nonzero(new)
+        else:  # scalar hyperparameters such as the learning rate are kept
+            assert new == old
+    doc = prune_json(
+        str(MLP), "-o", str(tmp_path / "k.keras"), "--target", "0.5", "--keep-optimizer"
+    )
+    kept = keras_optimizer(tmp_path / "k.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(before, kept, strict=True))
+    assert doc["optimizer"] == "kept"
 
 
 def test_h5_output_smaller_and_exact(tmp_path: Path) -> None:
