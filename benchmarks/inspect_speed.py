@@ -25,37 +25,31 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for harness, however this is run
+from harness import (
+    BIG_DEPTH,
+    MIB,
+    REPO,
+    baseline_rss,
+    big_sizes,
+    build_model,
+    measure,
+    parse_args,
+    table,
+)
+
 SAMPLE_MODEL = REPO / "sample_models" / "mlp.keras"
 SMALL_LAYERS = [64, 128, 64, 10]
-BIG_DEPTH = 4  # square Dense kernels in the generated model
 KERNEL_SPARSITY = 0.8
 THRESHOLD = 1e-15
 SPEED_GOAL = 10.0  # keras / sparseprune wall time on the small model
 MEMORY_GOAL = 1.5  # sparseprune RSS above baseline, at most this many largest tensors
-MIB = 1 << 20
-
-# Runs argv[3:] with stdout/stderr sent to the files argv[1] and argv[2]; prints one JSON line.
-WRAPPER = """\
-import json, resource, subprocess, sys, time
-with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
-    start = time.perf_counter()
-    code = subprocess.call(sys.argv[3:], stdout=out, stderr=err)
-    seconds = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "maxrss": rss, "returncode": code}))
-"""
 
 # The competitor: load the whole model with Keras, then count near-zero weights with numpy.
 KERAS_CHILD = """\
@@ -70,32 +64,6 @@ print(json.dumps({
     "largest_bytes": int(max(a.nbytes for a in w)),
 }))
 """
-
-# Build Input(sizes[0]) -> Dense(sizes[1]) -> ... with numpy weights, zero a fraction, save.
-BUILD_CHILD = """\
-import sys
-import numpy as np
-import keras
-path, fraction, sizes = sys.argv[1], float(sys.argv[2]), [int(s) for s in sys.argv[3:]]
-layers = [keras.layers.Dense(n, kernel_initializer="zeros") for n in sizes[1:]]
-model = keras.Sequential([keras.Input((sizes[0],)), *layers])
-rng = np.random.RandomState(0)
-for layer, (fan_in, fan_out) in zip(layers, zip(sizes, sizes[1:])):
-    kernel = rng.standard_normal((fan_in, fan_out)).astype(np.float32)
-    kernel *= np.float32(1 / np.sqrt(fan_in))
-    kernel[rng.random_sample(kernel.shape) < fraction] = 0
-    layer.set_weights([kernel, rng.standard_normal(fan_out).astype(np.float32)])
-    del kernel
-model.save(path)
-"""
-
-
-@dataclass
-class Run:
-    """One measured process: wall seconds and peak RSS in MiB."""
-
-    seconds: float
-    rss_mib: float
 
 
 @dataclass
@@ -115,64 +83,12 @@ class Row:
     sparsity: float
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
-    env.setdefault("KERAS_BACKEND", "tensorflow")
-    return env
-
-
-def rss_to_mib(maxrss: int) -> float:
-    """`ru_maxrss` is KiB on Linux, bytes on macOS."""
-    return maxrss / MIB if sys.platform == "darwin" else maxrss / 1024
-
-
-def measure_once(command: list[str], workdir: Path) -> tuple[Run, str]:
-    """Run `command` under the wrapper; return its figures and its stdout (raise on failure)."""
-    out, err = workdir / "stdout", workdir / "stderr"
-    wrapper = [sys.executable, "-c", WRAPPER, str(out), str(err), *command]
-    report = subprocess.run(
-        wrapper, capture_output=True, text=True, check=True, env=child_env(), cwd=REPO
-    )
-    figures = json.loads(report.stdout)
-    if figures["returncode"] != 0:
-        tail = err.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{command[:4]} exited {figures['returncode']}:\n{tail}")
-    return Run(figures["seconds"], rss_to_mib(figures["maxrss"])), out.read_text()
-
-
-def measure(command: list[str], workdir: Path, repeats: int) -> tuple[Run, str]:
-    """Median wall time and max peak RSS over `repeats` runs, and the last run's stdout."""
-    runs, stdout = [], ""
-    for _ in range(repeats):
-        run, stdout = measure_once(command, workdir)
-        runs.append(run)
-    seconds = statistics.median(r.seconds for r in runs)
-    return Run(seconds, max(r.rss_mib for r in runs)), stdout
-
-
 def sparseprune_command(path: Path) -> list[str]:
     return [sys.executable, "-m", "sparseprune", "inspect", str(path), "--json"]
 
 
 def keras_command(path: Path) -> list[str]:
     return [sys.executable, "-c", KERAS_CHILD, str(path), repr(THRESHOLD)]
-
-
-def build_model(path: Path, sizes: list[int]) -> None:
-    command = [sys.executable, "-c", BUILD_CHILD, str(path), str(KERNEL_SPARSITY)]
-    subprocess.run([*command, *map(str, sizes)], check=True, env=child_env(), capture_output=True)
-
-
-def big_sizes(params: int) -> list[int]:
-    """Square layer widths (multiple of 64) so that BIG_DEPTH kernels hold >= `params`."""
-    width = math.ceil(math.sqrt(params / BIG_DEPTH) / 64) * 64
-    return [width] * (BIG_DEPTH + 1)
-
-
-def baseline_rss(workdir: Path, repeats: int) -> float:
-    """Peak RSS of a Python process that only imports the sparseprune CLI."""
-    run, _ = measure([sys.executable, "-c", "import sparseprune.cli"], workdir, repeats)
-    return run.rss_mib
 
 
 def bench_model(name: str, path: Path, workdir: Path, repeats: int) -> Row:
@@ -200,7 +116,7 @@ def small_model(tmp: Path) -> tuple[str, Path]:
     if SAMPLE_MODEL.is_file():
         return str(SAMPLE_MODEL.relative_to(REPO)), SAMPLE_MODEL
     path = tmp / "mlp.keras"
-    build_model(path, SMALL_LAYERS)
+    build_model([path], SMALL_LAYERS, KERNEL_SPARSITY)
     return "mlp 64-128-64-10 (built)", path
 
 
@@ -238,17 +154,6 @@ COLUMNS = [
 ]
 
 
-def table(rows: list[Row]) -> str:
-    formats = [fmt for _, fmt in COLUMNS]
-    cells = [[fmt.format(v) for fmt, v in zip(formats, cells_of(r), strict=True)] for r in rows]
-    header = [title for title, _ in COLUMNS]
-    widths = [max(len(c) for c in column) for column in zip(header, *cells, strict=True)]
-    lines = [header, ["-" * w for w in widths], *cells]
-    return "\n".join(
-        "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines
-    )
-
-
 def cells_of(row: Row) -> tuple:
     return (
         row.model,
@@ -282,17 +187,14 @@ def verdict(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=int, default=100_000_000, help="big model size")
-    parser.add_argument("--skip-big", action="store_true", help="only the small model")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per small-model figure")
-    parser.add_argument("--json", action="store_true", help="print figures as JSON")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(
+        argv,
+        __doc__,
+        skip_big_help="only the small model",
+        repeats=3,
+        repeats_help="runs per small-model figure",
+    )
     with tempfile.TemporaryDirectory(prefix="sparseprune-bench-") as tmp_name:
         tmp = Path(tmp_name)
         name, path = small_model(tmp)
@@ -300,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_big:
             big = tmp / "big.keras"
             sizes = big_sizes(args.params)
-            build_model(big, sizes)
+            build_model([big], sizes, KERNEL_SPARSITY)
             label = f"generated {BIG_DEPTH}x Dense({sizes[0]})"
             rows.append(bench_model(label, big, tmp, 1))
         baseline = baseline_rss(tmp, args.repeats)
@@ -308,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"models": [asdict(r) for r in rows], **result}, indent=2))
     else:
-        print(table(rows))
+        print(table(COLUMNS, [cells_of(r) for r in rows]))
         print(verdict(result))
     return 0 if result["speed_holds"] and result["memory_holds"] is not False else 1
 

@@ -35,38 +35,37 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for harness, however this is run
+from harness import (
+    BIG_DEPTH,
+    MIB,
+    REPO,
+    Run,
+    baseline_rss,
+    big_sizes,
+    build_model,
+    child_env,
+    measure_once,
+    parse_args,
+    summarize,
+    table,
+)
+
 SAMPLES = [REPO / "sample_models" / "mlp.keras", REPO / "sample_models" / "mlp.h5"]
 SMALL_LAYERS = [1024, 1024, 1024, 1024]  # Input(1024) -> 3 x Dense(1024): 3.1M params
-BIG_DEPTH = 4  # square Dense kernels in the generated big model
 BIG_TARGET = 0.8
 SPARSITIES = (0.5, 0.8, 0.95)
 SPEED_GOAL = 2.0  # prune wall time at most this many times read+write
 MEMORY_TENSORS = 2.0  # prune RSS above baseline at most this many largest tensors...
 MEMORY_SLACK_MIB = 300.0  # ...plus this
-MIB = 1 << 20
-
-# Runs argv[3:] with stdout/stderr sent to the files argv[1] and argv[2]; prints one JSON line.
-WRAPPER = """\
-import json, resource, subprocess, sys, time
-with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
-    start = time.perf_counter()
-    code = subprocess.call(sys.argv[3:], stdout=out, stderr=err)
-    seconds = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "maxrss": rss, "returncode": code}))
-"""
 
 # The baseline: the same reader and writer, identity transform on the tensors prune would touch.
 COPY_CHILD = """\
@@ -85,25 +84,6 @@ with open_model(sys.argv[1]) as m:
 print(json.dumps({"params": params, "largest_bytes": largest}))
 """
 
-# Build Input(sizes[0]) -> Dense(sizes[1]) -> ... with random normal numpy weights; save to each
-# path in the JSON list argv[1] (the suffix picks the format: .keras or legacy .h5).
-BUILD_CHILD = """\
-import json, sys
-import numpy as np
-import keras
-paths, sizes = json.loads(sys.argv[1]), [int(s) for s in sys.argv[2:]]
-layers = [keras.layers.Dense(n, kernel_initializer="zeros") for n in sizes[1:]]
-model = keras.Sequential([keras.Input((sizes[0],)), *layers])
-rng = np.random.RandomState(0)
-for layer, (fan_in, fan_out) in zip(layers, zip(sizes, sizes[1:])):
-    kernel = rng.standard_normal((fan_in, fan_out)).astype(np.float32)
-    kernel *= np.float32(1 / np.sqrt(fan_in))
-    layer.set_weights([kernel, rng.standard_normal(fan_out).astype(np.float32)])
-    del kernel
-for path in paths:
-    model.save(path)
-"""
-
 # Load each pruned output with Keras and save it again in the same format; print the sizes.
 RESAVE_CHILD = """\
 import json, os, sys
@@ -114,14 +94,6 @@ for source, target in zip(sys.argv[1::2], sys.argv[2::2]):
     sizes.append(os.path.getsize(target))
 print(json.dumps(sizes))
 """
-
-
-@dataclass
-class Run:
-    """One measured process: wall seconds and peak RSS in MiB."""
-
-    seconds: float
-    rss_mib: float
 
 
 @dataclass
@@ -153,53 +125,25 @@ class SizeRow:
     keras_resave_bytes: int | None = None
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
-    env.setdefault("KERAS_BACKEND", "tensorflow")
-    return env
+def measure_output(
+    command: list[str], output: Path, workdir: Path, repeats: int, keep: Path | None = None
+) -> tuple[Run, str, int]:
+    """`summarize` over `repeats` runs of a command that writes `output`; last stdout and size.
 
-
-def rss_to_mib(maxrss: int) -> float:
-    """`ru_maxrss` is KiB on Linux, bytes on macOS."""
-    return maxrss / MIB if sys.platform == "darwin" else maxrss / 1024
-
-
-def measure_once(command: list[str], workdir: Path) -> tuple[Run, str]:
-    """Run `command` under the wrapper; return its figures and its stdout (raise on failure)."""
-    out, err = workdir / "stdout", workdir / "stderr"
-    wrapper = [sys.executable, "-c", WRAPPER, str(out), str(err), *command]
-    report = subprocess.run(
-        wrapper, capture_output=True, text=True, check=True, env=child_env(), cwd=REPO
-    )
-    figures = json.loads(report.stdout)
-    if figures["returncode"] != 0:
-        tail = err.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{command[:6]} exited {figures['returncode']}:\n{tail}")
-    return Run(figures["seconds"], rss_to_mib(figures["maxrss"])), out.read_text()
-
-
-def measure(
-    command: list[str], output: Path | None, workdir: Path, repeats: int, keep: Path | None = None
-):
-    """Median wall time and max peak RSS over `repeats` runs; last stdout and output size.
-
-    `output` (if any) is deleted after each run (prune refuses to overwrite), or the last one is
-    moved to `keep`.
+    `output` is deleted after each run (prune refuses to overwrite), or the last one is moved to
+    `keep`.
     """
     runs, stdout, size = [], "", 0
     for _ in range(repeats):
-        if output is not None:
-            output.unlink(missing_ok=True)
+        output.unlink(missing_ok=True)
         run, stdout = measure_once(command, workdir)
         runs.append(run)
-        if output is not None:
-            size = output.stat().st_size
-            if keep is None:
-                output.unlink()
-            else:
-                output.replace(keep)
-    seconds = statistics.median(r.seconds for r in runs)
-    return Run(seconds, max(r.rss_mib for r in runs)), stdout, size
+        size = output.stat().st_size
+        if keep is None:
+            output.unlink()
+        else:
+            output.replace(keep)
+    return summarize(runs), stdout, size
 
 
 def prune_command(source: Path, output: Path, target: float, *extra: str) -> list[str]:
@@ -209,22 +153,11 @@ def prune_command(source: Path, output: Path, target: float, *extra: str) -> lis
     ]
 
 
-def build_model(paths: list[Path], sizes: list[int]) -> None:
-    command = [sys.executable, "-c", BUILD_CHILD, json.dumps([str(p) for p in paths])]
-    subprocess.run([*command, *map(str, sizes)], check=True, env=child_env(), capture_output=True)
-
-
-def big_sizes(params: int) -> list[int]:
-    """Square layer widths (multiple of 64) so that BIG_DEPTH kernels hold >= `params`."""
-    width = math.ceil(math.sqrt(params / BIG_DEPTH) / 64) * 64
-    return [width] * (BIG_DEPTH + 1)
-
-
 def bench_speed(path: Path, tmp: Path, repeats: int) -> tuple[list[SpeedRow], dict]:
     """The big model: baseline interpreter, read+write, prune --scope layer / global."""
-    base, _, _ = measure([sys.executable, "-c", "import sparseprune.cli"], None, tmp, repeats)
+    base = baseline_rss(tmp, repeats)
     out = tmp / "out.keras"
-    copy, copy_out, copy_size = measure(
+    copy, copy_out, copy_size = measure_output(
         [sys.executable, "-c", COPY_CHILD, str(path), str(out)], out, tmp, repeats
     )
     facts = json.loads(copy_out)
@@ -233,7 +166,7 @@ def bench_speed(path: Path, tmp: Path, repeats: int) -> tuple[list[SpeedRow], di
             "read+write (identity)",
             copy.seconds,
             copy.rss_mib,
-            copy.rss_mib - base.rss_mib,
+            copy.rss_mib - base,
             copy_size / MIB,
             1.0,
             None,
@@ -242,7 +175,7 @@ def bench_speed(path: Path, tmp: Path, repeats: int) -> tuple[list[SpeedRow], di
     sparse = tmp / "sparse.keras"
     for scope in ("layer", "global"):
         command = prune_command(path, out, BIG_TARGET, "--scope", scope)
-        run, stdout, size = measure(
+        run, stdout, size = measure_output(
             command, out, tmp, repeats, sparse if scope == "layer" else None
         )
         result = json.loads(stdout)
@@ -251,20 +184,21 @@ def bench_speed(path: Path, tmp: Path, repeats: int) -> tuple[list[SpeedRow], di
                 f"prune --scope {scope}",
                 run.seconds,
                 run.rss_mib,
-                run.rss_mib - base.rss_mib,
+                run.rss_mib - base,
                 size / MIB,
                 run.seconds / copy.seconds,
                 result["checks"]["passed"],
             )
         )
     # Not a goal: the same read+write on the pruned file, whose output deflates as fast as prune's.
-    run, _, size = measure([sys.executable, "-c", COPY_CHILD, str(sparse), str(out)], out, tmp, 1)
+    command = [sys.executable, "-c", COPY_CHILD, str(sparse), str(out)]
+    run, _, size = measure_output(command, out, tmp, 1)
     rows.append(
         SpeedRow(
             "read+write of the pruned file (info)",
             run.seconds,
             run.rss_mib,
-            run.rss_mib - base.rss_mib,
+            run.rss_mib - base,
             size / MIB,
             run.seconds / copy.seconds,
             None,
@@ -275,7 +209,7 @@ def bench_speed(path: Path, tmp: Path, repeats: int) -> tuple[list[SpeedRow], di
         "params": facts["params"],
         "file_mib": path.stat().st_size / MIB,
         "largest_tensor_mib": facts["largest_bytes"] / MIB,
-        "baseline_rss_mib": base.rss_mib,
+        "baseline_rss_mib": base,
     }
     return rows, info
 
@@ -361,21 +295,6 @@ SIZE_COLUMNS = [
 ]
 
 
-def table(columns: list[tuple[str, str]], rows: list[tuple]) -> str:
-    formats = [fmt for _, fmt in columns]
-    cells = [[fmt.format(v) for fmt, v in zip(formats, row, strict=True)] for row in rows]
-    header = [title for title, _ in columns]
-    widths = [max(len(c) for c in column) for column in zip(header, *cells, strict=True)]
-    lines = [header, ["-" * w for w in widths], *cells]
-    return "\n".join(
-        "  ".join(
-            (c.ljust(w) if i == 0 else c.rjust(w))
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    )
-
-
 def speed_cells(row: SpeedRow, largest_mib: float) -> tuple:
     checks = "-" if row.checks_passed is None else ("passed" if row.checks_passed else "FAILED")
     return (
@@ -422,17 +341,14 @@ def verdict(rows: list[SpeedRow], info: dict, result: dict) -> str:
     )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=int, default=100_000_000, help="big model size")
-    parser.add_argument("--skip-big", action="store_true", help="only the size table")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per big-model figure")
-    parser.add_argument("--json", action="store_true", help="print figures as JSON")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(
+        argv,
+        __doc__,
+        skip_big_help="only the size table",
+        repeats=1,
+        repeats_help="runs per big-model figure",
+    )
     speed_rows: list[SpeedRow] = []
     info: dict = {}
     with tempfile.TemporaryDirectory(prefix="sparseprune-bench-") as tmp_name:
@@ -470,9 +386,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"--target {BIG_TARGET:g}"
             )
             largest = info["largest_tensor_mib"]
-            print(table(SPEED_COLUMNS, [speed_cells(r, largest) for r in speed_rows]))
+            print(
+                table(SPEED_COLUMNS, [speed_cells(r, largest) for r in speed_rows], left_columns=1)
+            )
             print()
-        print(table(SIZE_COLUMNS, [size_cells(r) for r in size_rows]))
+        print(table(SIZE_COLUMNS, [size_cells(r) for r in size_rows], left_columns=1))
         if speed_rows:
             print()
             print(verdict(speed_rows, info, result))
