@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparseprune.stats import exact_threshold
+
 HIGH_BINS = 1 << 16
 
 
@@ -59,7 +61,7 @@ def zero_smallest(values: np.ndarray, count: int) -> np.ndarray:
 
 def zero_below(values: np.ndarray, threshold: float) -> np.ndarray:
     """Zero every |w| <= threshold in place (the lossless 'effectively zero' clean-up)."""
-    values[np.abs(values) <= threshold] = 0
+    values[np.abs(values) <= exact_threshold(threshold, values.dtype)] = 0
     return values
 
 

@@ -12,6 +12,21 @@ DEFAULT_THRESHOLD = 1e-15
 LOG10_EDGES = np.linspace(-46.0, 4.0, 401)  # 1/8 decade per bin
 
 
+def exact_threshold(threshold: float, dtype: np.dtype) -> float | np.floating:
+    """The largest `dtype` value <= threshold, so `|w| <= t` in `dtype` equals the exact test.
+
+    Casting 1e-15 to float32 rounds it up (to 1.0000000036e-15), which would wrongly count a weight
+    of exactly float32(1e-15) as near zero; huge thresholds would overflow to inf.
+    """
+    if not np.issubdtype(dtype, np.floating):
+        return threshold
+    with np.errstate(over="ignore"):
+        value = np.asarray(threshold, dtype=dtype)[()]
+    if float(value) > threshold:
+        value = np.nextafter(value, dtype.type(-np.inf))
+    return value
+
+
 @dataclass
 class TensorStats:
     params: int = 0
@@ -43,12 +58,12 @@ def tensor_stats(
     alive = np.zeros(units, dtype=bool)
     for slab in slabs:
         values = np.asarray(slab)
-        if not np.issubdtype(values.dtype, np.number):
-            values = values.astype(np.float64)
+        if not np.issubdtype(values.dtype, np.floating):
+            values = values.astype(np.float64)  # abs(int32 min) overflows in its own type
         magnitude = np.abs(values)
         stats.params += values.size
         stats.zeros += int(np.count_nonzero(values == 0))
-        near = magnitude <= threshold
+        near = magnitude <= exact_threshold(threshold, values.dtype)
         stats.near_zero += int(np.count_nonzero(near))
         if np.issubdtype(values.dtype, np.floating):
             stats.nan += int(np.count_nonzero(np.isnan(values)))

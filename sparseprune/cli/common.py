@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from rich.markup import escape
 
 from sparseprune.errors import SparsePruneError
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 @dataclass
 class State:
@@ -20,8 +23,9 @@ class State:
 
 
 state = State()
-stdout = Console(highlight=False, soft_wrap=False)
-stderr = Console(stderr=True, highlight=False)
+# emoji=False: names read from files (":x:") must print as they are.
+stdout = Console(highlight=False, soft_wrap=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, emoji=False)
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 160  # piped tables stay readable instead of wrapping at 80 columns
@@ -31,7 +35,13 @@ def last_error() -> str:
     return state.last_error
 
 
+def one_line(message: str) -> str:
+    """Escape control characters (names from a file may hold newlines) so errors stay one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
+    message = one_line(message)
     state.last_error = message
     stderr.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)

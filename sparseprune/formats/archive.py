@@ -11,6 +11,7 @@ import shutil
 import struct
 import tempfile
 import zipfile
+import zlib
 from typing import IO
 
 from sparseprune.errors import InputError, UnsafeModelError, describe
@@ -24,12 +25,16 @@ MAX_JSON_BYTES = 64 << 20
 BOMB_FLOOR_BYTES = 256 << 20
 BOMB_MAX_EXPANSION = 100
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+# Keras writes stored members; sparseprune writes DEFLATE. Other decoders are never run.
+ALLOWED_COMPRESSION = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+# What a corrupt or truncated archive raises while being read.
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error)
 
 
 def open_archive(source: IO[bytes], label: str) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+    except ZIP_ERRORS as error:
         raise InputError(f"{label} is not a readable zip archive ({describe(error)}).") from error
     check_members(archive, label)
     return archive
@@ -45,6 +50,11 @@ def check_members(archive: zipfile.ZipFile, label: str) -> None:
                 f"{label} has two zip members named '{name}'; refusing an ambiguous archive."
             )
         seen.add(name)
+        if info.compress_type not in ALLOWED_COMPRESSION:
+            raise InputError(
+                f"{label}: zip member '{name}' uses compression method {info.compress_type}; "
+                "Keras archives are stored or DEFLATE-compressed."
+            )
         parts = name.replace("\\", "/").split("/")
         if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
             raise UnsafeModelError(f"{label} has a zip member with an unsafe path '{name}'.")
@@ -61,10 +71,17 @@ def read_json_member(archive: zipfile.ZipFile, name: str, label: str) -> bytes:
     info = _member(archive, name, label)
     if info.file_size > MAX_JSON_BYTES:
         raise UnsafeModelError(f"{label}: '{name}' is {info.file_size:,} bytes; refusing it.")
+    return read_member(archive, info, label)
+
+
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+    """A member's bytes (checked against its CRC by zipfile), or one clear error."""
     try:
         return archive.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        raise InputError(f"{label}: cannot read '{name}' ({describe(error)}).") from error
+    except ZIP_ERRORS as error:
+        raise InputError(
+            f"{label}: member '{info.filename}' is corrupt ({describe(error)})."
+        ) from error
 
 
 def open_member(archive: zipfile.ZipFile, name: str, label: str) -> IO[bytes]:
@@ -76,7 +93,7 @@ def open_member(archive: zipfile.ZipFile, name: str, label: str) -> IO[bytes]:
     try:
         with archive.open(info) as member:
             shutil.copyfileobj(member, spool, 1 << 20)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+    except ZIP_ERRORS as error:
         spool.close()
         raise InputError(f"{label}: member '{name}' is corrupt ({describe(error)}).") from error
     spool.seek(0)

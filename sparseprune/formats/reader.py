@@ -37,7 +37,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # HDF5 looks for its superblock at 0, 512, 1024, 2048, ... (a user block may precede it).
 HDF5_MAGIC_OFFSETS = (0, 512, 1024, 2048, 4096)
-READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile)
+READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, *zipped.ZIP_ERRORS)
 
 
 @dataclass

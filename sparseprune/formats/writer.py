@@ -185,7 +185,7 @@ def _write_archive(model: ModelFile, target: Path, copier: _Copier) -> None:
             if info.filename == zipped.WEIGHTS_MEMBER:
                 members.append(Member(info.filename, weights_path, info.external_attr))
             else:
-                data = model.archive.read(info)
+                data = zipped.read_member(model.archive, info, model.path)
                 members.append(Member(info.filename, data, info.external_attr))
         write_zip(target, members)
 
