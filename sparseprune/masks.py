@@ -37,26 +37,37 @@ def magnitude_keys(values: np.ndarray) -> np.ndarray:
     return keys
 
 
-def zero_smallest(values: np.ndarray, count: int) -> np.ndarray:
-    """Zero the `count` smallest-|w| entries in place (ties: lowest flat index first)."""
+def smallest_positions(values: np.ndarray, count: int) -> np.ndarray:
+    """Boolean mask of the `count` smallest-|w| entries (ties: lowest flat index first)."""
     flat = values.reshape(-1)
+    chosen = np.zeros(flat.size, dtype=bool)
     if count <= 0:
-        return values
+        return chosen.reshape(values.shape)
     if count >= flat.size:
-        flat[:] = 0
-        return values
+        chosen[:] = True
+        return chosen.reshape(values.shape)
     keys = magnitude_keys(flat)
     keys.partition(count - 1)  # in place: memory stays at two copies of the tensor
     cut = keys[count - 1]
     del keys
     keys = magnitude_keys(flat)
-    below = keys < cut
-    flat[below] = 0
-    ties_needed = count - int(np.count_nonzero(below))
-    del below
-    ties = np.flatnonzero(keys == cut)[:ties_needed]
-    flat[ties] = 0
+    np.less(keys, cut, out=chosen)
+    ties_needed = count - int(np.count_nonzero(chosen))
+    chosen[np.flatnonzero(keys == cut)[:ties_needed]] = True
+    return chosen.reshape(values.shape)
+
+
+def zero_smallest(values: np.ndarray, count: int) -> np.ndarray:
+    """Zero the `count` smallest-|w| entries in place (ties: lowest flat index first)."""
+    values[smallest_positions(values, count)] = 0
     return values
+
+
+def n_of_m_positions(values: np.ndarray, zeros: int, group: int, axis: int) -> np.ndarray:
+    """Boolean mask of the `zeros` smallest entries in every `group` along `axis`."""
+    chosen = np.zeros(values.shape, dtype=bool)
+    n_of_m(values.copy(), zeros, group, axis, chosen)
+    return chosen
 
 
 def zero_below(values: np.ndarray, threshold: float) -> np.ndarray:
@@ -70,8 +81,13 @@ def zero_by_mask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return values
 
 
-def n_of_m(values: np.ndarray, zeros: int, group: int, axis: int) -> np.ndarray:
-    """In every `group` consecutive weights along `axis`, zero the `zeros` smallest (in place)."""
+def n_of_m(
+    values: np.ndarray, zeros: int, group: int, axis: int, chosen: np.ndarray | None = None
+) -> np.ndarray:
+    """In every `group` consecutive weights along `axis`, zero the `zeros` smallest (in place).
+
+    `chosen`, if given, is set True at the zeroed positions.
+    """
     moved = np.moveaxis(values, axis, -1)
     if moved.shape[-1] % group:
         raise ValueError(f"axis of size {moved.shape[-1]} is not a multiple of {group}")
@@ -82,6 +98,10 @@ def n_of_m(values: np.ndarray, zeros: int, group: int, axis: int) -> np.ndarray:
     smallest = order[:, :zeros]
     np.put_along_axis(groups, smallest, 0, axis=1)
     values[...] = np.moveaxis(groups.reshape(moved.shape), -1, axis)
+    if chosen is not None:
+        marks = np.zeros(groups.shape, dtype=bool)
+        np.put_along_axis(marks, smallest, True, axis=1)
+        chosen[...] = np.moveaxis(marks.reshape(moved.shape), -1, axis)
     return values
 
 
@@ -145,15 +165,20 @@ def global_cut(
     return GlobalCut(cut, ties, capped.tolist(), list(caps))
 
 
+def global_positions(values: np.ndarray, index: int, selection: GlobalCut) -> np.ndarray:
+    """Boolean mask of tensor `index`'s share of a global selection."""
+    if selection.capped[index]:
+        return smallest_positions(values, selection.caps[index])
+    keys = magnitude_keys(values.reshape(-1))
+    chosen = keys < selection.cut
+    if selection.ties[index]:
+        chosen[np.flatnonzero(keys == selection.cut)[: selection.ties[index]]] = True
+    return chosen.reshape(values.shape)
+
+
 def apply_global_cut(values: np.ndarray, index: int, selection: GlobalCut) -> np.ndarray:
     """Zero tensor `index`'s share of a global selection, in place."""
-    if selection.capped[index]:
-        return zero_smallest(values, selection.caps[index])
-    flat = values.reshape(-1)
-    keys = magnitude_keys(flat)
-    flat[keys < selection.cut] = 0
-    if selection.ties[index]:
-        flat[np.flatnonzero(keys == selection.cut)[: selection.ties[index]]] = 0
+    values[global_positions(values, index, selection)] = 0
     return values
 
 

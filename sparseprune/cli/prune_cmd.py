@@ -20,11 +20,28 @@ from sparseprune.pruning import PruneResult, default_output, output_suffix, prun
 from sparseprune.recipes import PruneSpec, load_recipe, merge, parse_pattern
 from sparseprune.render import prune_output
 from sparseprune.streams import STDIN_LABEL, STDOUT, input_path
+from sparseprune.training import TrainSpec
 
 
 class Scope(str, Enum):
     layer = "layer"
     global_ = "global"
+
+
+class Method(str, Enum):
+    mask = "mask"
+    tfmot = "tfmot"
+
+
+class ScheduleName(str, Enum):
+    polynomial = "polynomial"
+    constant = "constant"
+
+
+class StrategyName(str, Enum):
+    none = "none"
+    mirrored = "mirrored"
+    multiworker = "multiworker"
 
 
 def prune(
@@ -67,10 +84,43 @@ def prune(
     verify: Annotated[
         bool, typer.Option("--verify", help="Compare input and output predictions with Keras.")
     ] = False,
-    data: Annotated[Path | None, typer.Option(help="Inputs for --verify (.npz with x).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Training data (x, y, x_val, y_val) and --verify inputs.")
+    ] = None,
     unsafe: Annotated[
         bool, typer.Option("--unsafe", help="Let --verify load Lambda/custom layers.")
     ] = False,
+    epochs: Annotated[
+        int | None, typer.Option(help="Fine-tune while pruning for N epochs on --data.")
+    ] = None,
+    method: Annotated[
+        Method, typer.Option(help="mask: native Keras masks; tfmot: TensorFlow Model Optimization.")
+    ] = Method.mask,
+    schedule: Annotated[
+        ScheduleName, typer.Option(help="Sparsity schedule while training.")
+    ] = ScheduleName.polynomial,
+    initial_sparsity: Annotated[float, typer.Option(help="Polynomial schedule start.")] = 0.0,
+    begin_step: Annotated[int, typer.Option(help="First pruning step.")] = 0,
+    end_step: Annotated[
+        int | None, typer.Option(help="Last pruning step (default: 70% of all steps).")
+    ] = None,
+    frequency: Annotated[
+        int | None, typer.Option(help="Steps between mask updates (default: 4 per epoch).")
+    ] = None,
+    power: Annotated[float, typer.Option(help="Polynomial schedule exponent.")] = 3.0,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the file's).")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="Optimizer (default: the file's).")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="Loss (default: the file's, or inferred).")
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metrics (default: the file's).")
+    ] = None,
+    strategy: Annotated[
+        StrategyName, typer.Option(help="tf.distribute strategy for fine-tuning.")
+    ] = StrategyName.none,
+    seed: Annotated[int, typer.Option(help="Random seed for training.")] = 0,
 ) -> None:
     """Zero the smallest weights of a saved model and write a smaller file (no TensorFlow)."""
     with exit_codes():
@@ -90,6 +140,23 @@ def prune(
             },
             sets or [],
         )
+        train = _train_spec(
+            epochs,
+            data,
+            schedule.value,
+            initial_sparsity,
+            begin_step,
+            end_step,
+            frequency,
+            power,
+            batch_size,
+            lr,
+            optimizer,
+            loss,
+            metrics,
+            strategy.value,
+            seed,
+        )
         to_stdout = output == STDOUT
         with (
             input_path(model) as (path, label),
@@ -99,7 +166,17 @@ def prune(
                 from sparseprune.keras_ops.loading import check_loadable
 
                 check_loadable(path, unsafe)
-            result = _with_progress(path, target, spec, force or to_stdout, label, out_label)
+            result = _with_progress(
+                path,
+                target,
+                spec,
+                force or to_stdout,
+                label,
+                out_label,
+                method.value,
+                train,
+                unsafe,
+            )
             if verify:
                 from sparseprune.keras_ops.verify import verify_outputs
 
@@ -126,17 +203,83 @@ def output_target(path: str, label: str, output: str | None) -> Iterator[tuple[P
         yield Path(scratch) / f"out{output_suffix(path, label)}", "<stdout>"
 
 
-def _with_progress(path, target, spec, force, label, out_label) -> PruneResult:
+def _with_progress(
+    path, target, spec, force, label, out_label, method, train, unsafe
+) -> PruneResult:
+    """Epochs (with loss, metric and sparsity) while training, then tensors while writing."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed} tensors"),
+        TextColumn("{task.completed}/{task.total}"),
     )
     with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
-        task = bar.add_task("pruning", total=None)
-        return prune_model(
-            path, target, spec, force, label, out_label, on_tensor=lambda _: bar.advance(task)
+        epochs = bar.add_task(
+            "fine-tuning", total=train.epochs if train else 0, visible=bool(train)
         )
+        tensors = bar.add_task("writing", total=None)
+
+        def on_epoch(update: dict) -> None:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(update["logs"].items()))
+            bar.update(
+                epochs,
+                completed=update["epoch"],
+                description=f"epoch {update['epoch']}: {shown}, sparsity {update['sparsity']:.1%}",
+            )
+
+        return prune_model(
+            path,
+            target,
+            spec,
+            force,
+            label,
+            out_label,
+            on_tensor=lambda _: bar.advance(tensors),
+            method=method,
+            train=train,
+            unsafe=unsafe,
+            on_epoch=on_epoch,
+        )
+
+
+def _train_spec(
+    epochs,
+    data,
+    schedule,
+    initial_sparsity,
+    begin_step,
+    end_step,
+    frequency,
+    power,
+    batch_size,
+    lr,
+    optimizer,
+    loss,
+    metrics,
+    strategy,
+    seed,
+) -> TrainSpec | None:
+    """Training happens when --epochs is given; it needs --data."""
+    if epochs is None:
+        return None
+    if data is None:
+        raise InputError("--epochs needs --data FILE.npz with x and y to train on.")
+    return TrainSpec(
+        data=str(data),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        loss=loss,
+        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
+        schedule=schedule,
+        initial_sparsity=initial_sparsity,
+        begin_step=begin_step,
+        end_step=end_step,
+        frequency=frequency,
+        power=power,
+        strategy=strategy,
+        seed=seed,
+    ).validate()
 
 
 def _report(result: PruneResult, as_json: bool, json_file: Path | None, to_stdout: bool) -> None:

@@ -13,6 +13,7 @@ from sparseprune.inspection import compile_layer_regex
 from sparseprune.masks import prune_count
 from sparseprune.recipes import PruneSpec
 from sparseprune.registry import is_known
+from sparseprune.training import MaskRules, TensorRule
 
 
 @dataclass
@@ -50,6 +51,13 @@ class Plan:
             prune_count(p.tensor.params, p.cap) if p.cap is not None else p.tensor.params
             for p in self.pooled
         ]
+
+
+def mask_rules(plan: Plan) -> MaskRules:
+    """The plan as rules a trainer applies at every schedule step."""
+    rules = tuple(TensorRule(p.tensor.name, p.method, p.target, p.cap, p.mask) for p in plan.pruned)
+    spec = plan.spec
+    return MaskRules(rules, spec.target, spec.threshold, spec.pattern)
 
 
 def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:

@@ -28,7 +28,9 @@ from sparseprune.masks import (
     zero_smallest,
 )
 from sparseprune.pruning.plan import Plan, TensorPlan, make_plan
+from sparseprune.pruning.train import run_training
 from sparseprune.recipes import PruneSpec
+from sparseprune.training import TrainSpec
 
 SUFFIX_FORMATS = {
     ".keras": (FORMAT_KERAS,),
@@ -61,6 +63,7 @@ class PruneResult:
     tensors: list[TensorOutcome] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     verification: dict | None = None
+    training: dict | None = None
 
     @property
     def pruned(self) -> list[TensorOutcome]:
@@ -87,16 +90,28 @@ def prune_model(
     label: str | None = None,
     out_label: str | None = None,
     on_tensor: Callable[[TensorInfo], None] | None = None,
+    method: str = "mask",
+    train: TrainSpec | None = None,
+    unsafe: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> PruneResult:
-    """Prune `source` into `output` (written atomically). Raises InputError on bad input."""
+    """Prune `source` into `output` (written atomically). Raises InputError on bad input.
+
+    One-shot on the file by default. With `train` (or `method="tfmot"`) the weights come from a
+    training-aware prune in Keras and are written back into the input's layout the same way.
+    """
     source, target = Path(source), Path(output)
     check_output_path(target, force, (source,))
     with open_model(source, label) as model:
         target_format = _target_format(model, target)
         plan = make_plan(model, spec)
         outcomes = {p.tensor.path: _outcome(p) for p in plan.tensors}
-        selection = _global_selection(model, plan)
-        transform = _transform(plan, outcomes, selection)
+        training = None
+        if train is not None or method != "mask":
+            training = run_training(str(source), plan, method, train, unsafe, on_epoch)
+            transform = _trained_transform(plan, outcomes, training.weights)
+        else:
+            transform = _transform(plan, outcomes, _global_selection(model, plan))
         with atomic_path(target) as temp:
             if target_format == model.format:
                 write_model(model, temp, transform, not spec.keep_optimizer, on_tensor)
@@ -107,7 +122,8 @@ def prune_model(
         )
         result.optimizer = _optimizer_state(model, spec)
         result.tensors = list(outcomes.values())
-        _measure_and_verify(model, target, plan, result)
+        result.training = training.summary() if training is not None else None
+        _measure_and_verify(model, target, plan, result, trained=training is not None)
     return result
 
 
@@ -185,13 +201,35 @@ def _transform(plan: Plan, outcomes: dict[str, TensorOutcome], selection: Global
     return transform
 
 
+def _trained_transform(plan: Plan, outcomes: dict[str, TensorOutcome], weights: dict):
+    """Every weight takes its trained value; pruned tensors must hold their final zero counts."""
+    by_path = {p.tensor.path: p for p in plan.tensors}
+
+    def transform(tensor: TensorInfo, values: np.ndarray) -> np.ndarray:
+        item, outcome = by_path[tensor.path], outcomes[tensor.path]
+        outcome.zeros_before = int(np.count_nonzero(values == 0))
+        trained = np.asarray(weights[tensor.name])
+        if trained.shape != values.shape:
+            raise InputError(
+                f"training returned {tensor.name} with shape {trained.shape}, "
+                f"the file has {values.shape}."
+            )
+        if item.method == "target" and item.target is not None:
+            outcome.expected_zeros = prune_count(values.size, item.target)
+        return trained.astype(values.dtype, copy=False)
+
+    return transform
+
+
 def _optimizer_state(model: ModelFile, spec: PruneSpec) -> str:
     if not model.optimizer_tensors:
         return "none"
     return "kept" if spec.keep_optimizer else "reset"
 
 
-def _measure_and_verify(model: ModelFile, target: Path, plan: Plan, result: PruneResult) -> None:
+def _measure_and_verify(
+    model: ModelFile, target: Path, plan: Plan, result: PruneResult, trained: bool = False
+) -> None:
     """Re-read the written file: measure every figure and check each rule was met exactly."""
     outcomes = {t.tensor.name: t for t in result.tensors}  # names survive format conversion
     by_name = {p.tensor.name: p for p in plan.tensors}
@@ -207,7 +245,10 @@ def _measure_and_verify(model: ModelFile, target: Path, plan: Plan, result: Prun
             result.bound_bytes += information_bound_bytes(
                 values.size, values.size - outcome.zeros_after, values.dtype.itemsize * 8
             )
-            result.failures += _check_tensor(model, by_name[tensor.name], outcome, values, plan)
+            item = by_name[tensor.name]
+            if trained and item.method is None:
+                continue  # training changes every weight; only the pruning rules are checked
+            result.failures += _check_tensor(model, item, outcome, values, plan)
     result.failures += _check_pool(plan, {t.tensor.path: t for t in result.tensors})
 
 

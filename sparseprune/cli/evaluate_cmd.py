@@ -1,0 +1,49 @@
+"""`sparseprune evaluate`: loss and metrics of a saved model on held-out data (loads Keras)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sparseprune.cli.common import exit_codes, stdout
+
+
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Model file (.keras or full-model .h5).")],
+    data: Annotated[
+        Path,
+        typer.Option(help=".npz with x_val/y_val (else x_test/y_test, else x/y)."),
+    ],
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size for evaluation.")] = 32,
+    loss: Annotated[
+        str | None, typer.Option(help="Loss name; default: the file's, else inferred.")
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated metric names; default: the file's, else inferred."),
+    ] = None,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Allow loading Lambda/custom layers (runs code).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+) -> None:
+    """Evaluate a saved model's loss and metrics on the validation split of an .npz file."""
+    with exit_codes():
+        from sparseprune.keras_ops.evaluate import evaluate_model
+
+        result = evaluate_model(model, data, batch_size, loss, split_names(metrics), unsafe)
+    from sparseprune.render import evaluate_output
+
+    if as_json:
+        typer.echo(evaluate_output.to_json(result))
+    else:
+        evaluate_output.print_result(stdout, result)
+
+
+def split_names(text: str | None) -> list[str] | None:
+    """'accuracy, mae' -> ['accuracy', 'mae']; None keeps the default (an empty string: none)."""
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]

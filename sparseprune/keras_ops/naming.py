@@ -1,0 +1,25 @@
+"""Names for a live Keras model's weights that match the file reader's `TensorInfo.name`.
+
+`layer/role`, with nested models as `outer/inner/role`; role is the variable's own name. This is
+how trained weights find their place in the file again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+def named_weights(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(name, variable) for every weight, nested models flattened, in layer order."""
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.weights:  # a nested model
+            yield from named_weights(layer, f"{prefix}{layer.name}/")
+            continue
+        for variable in layer.weights:
+            yield f"{prefix}{layer.name}/{_role(variable)}", variable
+
+
+def _role(variable: Any) -> str:
+    path = getattr(variable, "path", None) or variable.name
+    return path.split("/")[-1].split(":")[0]

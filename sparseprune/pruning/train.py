@@ -1,0 +1,96 @@
+"""Training-aware pruning: hand the plan to a trainer and collect the final weights.
+
+`mask` trains in native Keras in this process; `tfmot` runs TFMOT in a worker process, because
+importing TFMOT switches a process to legacy Keras. Both import Keras only when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from sparseprune.errors import InputError
+from sparseprune.pruning.plan import Plan, mask_rules
+from sparseprune.training import TrainSpec
+
+METHODS = ("mask", "tfmot")
+
+
+@dataclass
+class Training:
+    method: str
+    weights: dict[str, np.ndarray]
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    seconds_per_epoch: list[float] = field(default_factory=list)
+    epochs: int = 0
+    steps: dict | None = None
+
+    def summary(self) -> dict:
+        return {
+            "method": self.method,
+            "epochs": self.epochs,
+            "before": self.before,
+            "after": self.after,
+            "seconds_per_epoch": self.seconds_per_epoch,
+            "schedule": self.steps,
+        }
+
+
+def run_training(
+    source: str,
+    plan: Plan,
+    method: str,
+    train: TrainSpec | None,
+    unsafe: bool,
+    on_epoch: Callable[[dict], None] | None,
+) -> Training:
+    if method not in METHODS:
+        raise InputError(f"--method must be mask or tfmot, got {method!r}.")
+    if method == "mask":
+        if train is None:
+            raise InputError("training with --method mask needs --data and --epochs.")
+        from sparseprune.keras_ops.finetune import finetune_with_masks
+
+        result = finetune_with_masks(source, mask_rules(plan), train, unsafe, on_epoch)
+        steps = asdict(result.steps) if result.steps else None
+        return Training(
+            method,
+            result.weights,
+            result.before,
+            result.after,
+            result.seconds_per_epoch,
+            train.epochs,
+            steps,
+        )
+    return _run_tfmot(source, plan, train)
+
+
+def _run_tfmot(source: str, plan: Plan, train: TrainSpec | None) -> Training:
+    if plan.pooled or any(p.method in ("mask", "threshold") for p in plan.pruned):
+        raise InputError(
+            "--method tfmot prunes each tensor to its own target (layer scope, per-layer "
+            "targets, N:M); use --method mask for global scope, --mask or --threshold."
+        )
+    import tempfile
+    from pathlib import Path
+
+    from sparseprune.keras_ops.tfmot_client import run_tfmot
+
+    targets = {p.tensor.name: p.target for p in plan.pruned if p.method == "target"}
+    if plan.spec.pattern is not None:
+        targets = {p.tensor.name: 0.0 for p in plan.pruned}
+    with tempfile.TemporaryDirectory(prefix="sparseprune-tfmot-") as scratch:
+        result = run_tfmot(source, targets, train, plan.spec.pattern, Path(scratch))
+    metrics = result.metrics
+    return Training(
+        "tfmot",
+        result.weights,
+        metrics.get("before", {}),
+        metrics.get("after", {}),
+        metrics.get("seconds_per_epoch", []),
+        train.epochs if train else 0,
+        metrics.get("steps"),
+    )

@@ -1,0 +1,144 @@
+"""A comparison of two models as JSON (schema_version 1) and as rich tables."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sparseprune.comparison import Comparison, LayerPair, prunable_counts
+from sparseprune.inspection import LayerReport, ModelReport
+
+SCHEMA_VERSION = 1
+ABSENT = "-"
+
+
+def comparison_dict(
+    comparison: Comparison, max_drop: float | None, failures: list[str]
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "a": _model_dict(comparison.a),
+        "b": _model_dict(comparison.b),
+        "threshold": comparison.a.threshold,
+        "size_ratio": comparison.size_ratio,
+        "layers": [_layer_dict(pair) for pair in comparison.layers],
+        "outputs": comparison.outputs,
+        "data": comparison.data,
+        "compile": comparison.compile,
+        "metrics": {m.name: {"a": m.a, "b": m.b, "delta": m.delta} for m in comparison.metrics},
+        "checks": {"max_drop": max_drop, "passed": not failures, "failures": failures},
+    }
+
+
+def to_json(comparison: Comparison, max_drop: float | None, failures: list[str]) -> str:
+    return json.dumps(comparison_dict(comparison, max_drop, failures), indent=2, allow_nan=False)
+
+
+def _model_dict(report: ModelReport) -> dict[str, Any]:
+    totals = report.totals
+    return {
+        "path": report.path,
+        "format": report.format,
+        "keras_version": report.writer,
+        "file_size": report.file_size,
+        "prunable_params": totals.prunable_params,
+        "prunable_near_zero": totals.prunable_near_zero,
+        "prunable_sparsity": totals.prunable_sparsity,
+    }
+
+
+def _layer_dict(pair: LayerPair) -> dict[str, Any]:
+    return {
+        "name": pair.name,
+        "class": pair.class_name,
+        "a": _side_dict(pair.a),
+        "b": _side_dict(pair.b),
+    }
+
+
+def _side_dict(layer: LayerReport | None) -> dict[str, Any] | None:
+    counts = prunable_counts(layer)
+    if counts is None:
+        return None
+    params, near_zero = counts
+    return {"params": params, "near_zero": near_zero, "sparsity": near_zero / params}
+
+
+def print_comparison(console: Console, comparison: Comparison) -> None:
+    console.print(sparsity_table(comparison))
+    a, b = comparison.a, comparison.b
+    ratio = comparison.size_ratio
+    console.print(
+        f"size: {a.file_size:,} -> {b.file_size:,} bytes"
+        + (f" ({ratio:.2f}x smaller)" if ratio else "")
+    )
+    console.print(escape(outputs_sentence(comparison.outputs)))
+    if comparison.metrics:
+        console.print(metrics_table(comparison))
+
+
+def sparsity_table(comparison: Comparison) -> Table:
+    a, b = comparison.a, comparison.b
+    title = f"A {escape(a.path)}  vs  B {escape(b.path)}  [dim](|w| <= {a.threshold:g})[/]"
+    table = Table(title=title, title_justify="left")
+    table.add_column("layer")
+    table.add_column("class")
+    for column in ("params", "A sparsity", "B sparsity", "B − A"):
+        table.add_column(column, justify="right")
+    for pair in comparison.layers:
+        counts = prunable_counts(pair.a) or prunable_counts(pair.b) or (0, 0)
+        sparsity_a = pair.a.prunable_sparsity if pair.a else None
+        sparsity_b = pair.b.prunable_sparsity if pair.b else None
+        table.add_row(
+            escape(pair.name),
+            escape(pair.class_name or "?"),
+            f"{counts[0]:,}",
+            _percent(sparsity_a),
+            _percent(sparsity_b),
+            _points(sparsity_a, sparsity_b),
+        )
+    total_a, total_b = a.totals.prunable_sparsity, b.totals.prunable_sparsity
+    table.add_section()
+    table.add_row(
+        "[bold]prunable total",
+        "",
+        f"{a.totals.prunable_params:,}",
+        _percent(total_a),
+        _percent(total_b),
+        _points(total_a, total_b),
+    )
+    return table
+
+
+def metrics_table(comparison: Comparison) -> Table:
+    table = Table(title=escape(f"on {comparison.data}"), title_justify="left")
+    table.add_column("metric")
+    for column in ("A", "B", "B − A"):
+        table.add_column(column, justify="right")
+    for metric in comparison.metrics:
+        table.add_row(
+            escape(metric.name), f"{metric.a:.4f}", f"{metric.b:.4f}", f"{metric.delta:+.4f}"
+        )
+    return table
+
+
+def outputs_sentence(outputs: dict[str, Any]) -> str:
+    inputs = outputs["inputs"]
+    source = f"{inputs} inputs" if inputs == "random" else f"inputs from {inputs}"
+    return (
+        f"outputs: max |Δ| {outputs['max_abs_diff']:.3g}, mean |Δ| {outputs['mean_abs_diff']:.3g} "
+        f"on {outputs['samples']:,} {source}"
+    )
+
+
+def _percent(value: float | None) -> str:
+    return ABSENT if value is None else f"{value:.1%}"
+
+
+def _points(a: float | None, b: float | None) -> str:
+    """Difference in percentage points, or a dash when either side is missing."""
+    return ABSENT if a is None or b is None else f"{(b - a) * 100:+.1f} pt"

@@ -1,0 +1,172 @@
+"""What a training-aware prune needs besides the pruning spec: data, optimizer, schedule.
+
+Light side (no Keras import): validated settings and the sparsity schedule as pure functions, so
+the native mask method and the TFMOT bridge follow exactly the same schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from sparseprune.errors import InputError
+from sparseprune.masks import (
+    global_cut,
+    global_positions,
+    n_of_m_positions,
+    prune_count,
+    smallest_positions,
+)
+from sparseprune.stats import exact_threshold
+
+Schedule = Literal["polynomial", "constant"]
+Strategy = Literal["none", "mirrored", "multiworker"]
+Method = Literal["mask", "tfmot"]
+
+# TFMOT's default frequency (100 steps) never prunes a short run on a small dataset. We update the
+# masks several times per epoch and finish pruning after 70% of the steps, leaving the rest of the
+# run to recover accuracy at the final sparsity (Zhu & Gupta 2017).
+UPDATES_PER_EPOCH = 4
+END_FRACTION = 0.7
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    data: str
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float | None = None
+    optimizer: str | None = None  # default: the file's compile settings, else "adam"
+    loss: str | None = None  # default: the file's, else inferred from the labels
+    metrics: tuple[str, ...] | None = None
+    schedule: Schedule = "polynomial"
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    end_step: int | None = None  # default: END_FRACTION of all steps
+    frequency: int | None = None  # default: steps_per_epoch // UPDATES_PER_EPOCH
+    power: float = 3.0
+    strategy: Strategy = "none"
+    seed: int = 0
+
+    def validate(self) -> TrainSpec:
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be at least 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if not 0 <= self.initial_sparsity < 1:
+            raise InputError(f"--initial-sparsity must be in [0, 1), got {self.initial_sparsity}.")
+        if self.frequency is not None and self.frequency < 1:
+            raise InputError(f"--frequency must be at least 1, got {self.frequency}.")
+        if self.lr is not None and not self.lr > 0:
+            raise InputError(f"--lr must be positive, got {self.lr}.")
+        return self
+
+
+@dataclass(frozen=True)
+class ScheduleSteps:
+    """Resolved step numbers for one run."""
+
+    begin: int
+    end: int
+    frequency: int
+
+
+def resolve_steps(spec: TrainSpec, samples: int) -> ScheduleSteps:
+    steps_per_epoch = max(1, math.ceil(samples / spec.batch_size))
+    total = steps_per_epoch * spec.epochs
+    end = spec.end_step if spec.end_step is not None else max(1, round(total * END_FRACTION))
+    frequency = spec.frequency or max(1, steps_per_epoch // UPDATES_PER_EPOCH)
+    if end < spec.begin_step:
+        raise InputError(f"--end-step {end} is before --begin-step {spec.begin_step}.")
+    return ScheduleSteps(spec.begin_step, end, frequency)
+
+
+def sparsity_at(step: int, target: float, spec: TrainSpec, steps: ScheduleSteps) -> float:
+    """Zhu & Gupta's polynomial decay (TFMOT's PolynomialDecay), or a constant target."""
+    if spec.schedule == "constant" or steps.end <= steps.begin:
+        return target
+    progress = min(1.0, max(0.0, (step - steps.begin) / (steps.end - steps.begin)))
+    initial = min(spec.initial_sparsity, target)
+    return target + (initial - target) * (1.0 - progress) ** spec.power
+
+
+def should_update(step: int, steps: ScheduleSteps) -> bool:
+    """Masks change at begin, every `frequency` steps until end, and once more at end."""
+    if step < steps.begin or step > steps.end:
+        return False
+    return (step - steps.begin) % steps.frequency == 0 or step == steps.end
+
+
+@dataclass(frozen=True)
+class TensorRule:
+    """How one tensor is pruned during training (built from the one-shot plan)."""
+
+    name: str
+    method: str  # "target" | "global" | "pattern" | "mask" | "threshold"
+    target: float | None = None
+    cap: float | None = None
+    fixed: np.ndarray | None = None  # from --mask: 0 = pruned, kept fixed through training
+
+
+@dataclass(frozen=True)
+class MaskRules:
+    rules: tuple[TensorRule, ...]
+    target: float | None = None  # the global target (global scope)
+    threshold: float | None = None
+    pattern: tuple[int, int] | None = None
+
+
+def pruned_positions(
+    values: dict[str, np.ndarray], rules: MaskRules, progress: Callable[[float], float]
+) -> dict[str, np.ndarray]:
+    """Which weights are pruned now (True), with each final target mapped through `progress`."""
+    out = {}
+    for rule in rules.rules:
+        current = values[rule.name]
+        below = _below_threshold(current, rules.threshold)
+        if rule.method == "target" and rule.target is not None:
+            kept = np.where(below, 0, current)
+            chosen = smallest_positions(kept, prune_count(current.size, progress(rule.target)))
+        elif rule.method == "pattern" and rules.pattern is not None:
+            zeros, group = rules.pattern
+            chosen = n_of_m_positions(current, zeros, group, axis=-2)
+        elif rule.method == "mask" and rule.fixed is not None:
+            chosen = np.asarray(rule.fixed) == 0
+        else:
+            chosen = np.zeros(current.shape, dtype=bool)
+        out[rule.name] = chosen | below
+    out.update(_global_positions(values, rules, progress))
+    return out
+
+
+def _global_positions(
+    values: dict[str, np.ndarray], rules: MaskRules, progress: Callable[[float], float]
+) -> dict[str, np.ndarray]:
+    pooled = [r for r in rules.rules if r.method == "global"]
+    if not pooled or rules.target is None:
+        return {}
+    arrays = [
+        np.where(_below_threshold(values[r.name], rules.threshold), 0, values[r.name])
+        for r in pooled
+    ]
+    sizes = [a.size for a in arrays]
+    caps = [
+        prune_count(a.size, r.cap) if r.cap is not None else a.size
+        for a, r in zip(arrays, pooled, strict=True)
+    ]
+    total = prune_count(sum(sizes), progress(rules.target))
+    selection = global_cut(lambda i: arrays[i], sizes, total, caps)
+    return {
+        r.name: global_positions(arrays[i], i, selection) | (arrays[i] == 0)
+        for i, r in enumerate(pooled)
+    }
+
+
+def _below_threshold(values: np.ndarray, threshold: float | None) -> np.ndarray:
+    if threshold is None:
+        return np.zeros(values.shape, dtype=bool)
+    return np.abs(values) <= exact_threshold(threshold, values.dtype)

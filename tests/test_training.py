@@ -1,0 +1,156 @@
+"""Training-aware pruning with native Keras masks (`--method mask --epochs N`).
+
+The schedule is tested as pure functions; the CLI runs in subprocesses so this process never
+imports TensorFlow. Expectations are read back from the written files with `rawread`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+from rawread import keras_weights
+
+from sparseprune.errors import InputError
+from sparseprune.training import ScheduleSteps, TrainSpec, resolve_steps, should_update, sparsity_at
+
+MLP = SAMPLES / "mlp.keras"
+DATA = SAMPLES / "digits.npz"
+KERNELS = ("hidden1", "hidden2", "head")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def prune(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sparseprune", "prune", *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def prune_json(*args: str) -> dict:
+    result = prune(*args, "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def test_polynomial_schedule_endpoints() -> None:
+    spec = TrainSpec(data="d.npz", initial_sparsity=0.1)
+    steps = ScheduleSteps(begin=10, end=110, frequency=5)
+    assert sparsity_at(0, 0.8, spec, steps) == pytest.approx(0.1)
+    assert sparsity_at(10, 0.8, spec, steps) == pytest.approx(0.1)
+    assert sparsity_at(60, 0.8, spec, steps) == pytest.approx(0.8 - 0.7 * 0.5**3)
+    assert sparsity_at(500, 0.8, spec, steps) == pytest.approx(0.8)
+    constant = TrainSpec(data="d.npz", schedule="constant")
+    assert sparsity_at(0, 0.8, constant, steps) == 0.8
+
+
+def test_default_steps_prune_a_short_run() -> None:
+    steps = resolve_steps(TrainSpec(data="d.npz", epochs=2, batch_size=32), samples=1437)
+    assert steps == ScheduleSteps(begin=0, end=63, frequency=11)  # 45 steps/epoch, 70%, 4/epoch
+    updates = [s for s in range(90) if should_update(s, steps)]
+    assert updates[0] == 0 and updates[-1] == 63 and len(updates) == 7
+
+
+def test_bad_training_options() -> None:
+    with pytest.raises(InputError):
+        TrainSpec(data="d.npz", epochs=0).validate()
+    result = prune(str(MLP), "-o", "/tmp/never.keras", "--target", "0.5", "--epochs", "2")
+    assert result.returncode == 2 and "--data" in result.stderr
+
+
+def test_finetune_reaches_exact_targets(tmp_path: Path) -> None:
+    out = tmp_path / "ft.keras"
+    doc = prune_json(
+        str(MLP),
+        "-o",
+        str(out),
+        "--target",
+        "0.8",
+        "--set",
+        "head=0.5",
+        "--data",
+        str(DATA),
+        "--epochs",
+        "3",
+    )
+    before, after = keras_weights(MLP), keras_weights(out)
+    for layer, target in (("hidden1", 0.8), ("hidden2", 0.8), ("head", 0.5)):
+        kernel = after[layer][0]
+        assert np.count_nonzero(kernel) == round(kernel.size * (1 - target))
+        assert not np.array_equal(after[layer][1], before[layer][1])  # biases were trained
+    training = doc["training"]
+    assert training["method"] == "mask" and training["epochs"] == 3
+    assert set(training["before"]) >= {"loss", "accuracy"} and training["after"]["accuracy"] > 0.8
+    assert len(training["seconds_per_epoch"]) == 3 and doc["checks"]["passed"]
+
+
+def test_fixed_mask_stays_fixed_through_training(tmp_path: Path) -> None:
+    mask = (np.random.default_rng(3).random((64, 128)) > 0.7).astype(np.int8)
+    np.savez(tmp_path / "mask.npz", hidden1=mask)
+    out = tmp_path / "m.keras"
+    prune_json(
+        str(MLP),
+        "-o",
+        str(out),
+        "--mask",
+        str(tmp_path / "mask.npz"),
+        "--data",
+        str(DATA),
+        "--epochs",
+        "2",
+    )
+    before, after = keras_weights(MLP)["hidden1"][0], keras_weights(out)["hidden1"][0]
+    assert (after[mask == 0] == 0).all()
+    assert np.count_nonzero(after[mask == 1]) == np.count_nonzero(mask)  # all connections live
+    assert not np.array_equal(after[mask == 1], before[mask == 1])  # and trained
+
+
+def test_global_scope_pattern_and_strategy(tmp_path: Path) -> None:
+    out = tmp_path / "g.keras"
+    doc = prune_json(
+        str(MLP),
+        "-o",
+        str(out),
+        "--target",
+        "0.85",
+        "--scope",
+        "global",
+        "--set",
+        "head=0.4",
+        "--data",
+        str(DATA),
+        "--epochs",
+        "2",
+        "--strategy",
+        "mirrored",
+    )
+    after = keras_weights(out)
+    total = sum(after[k][0].size for k in KERNELS)
+    assert sum(np.count_nonzero(after[k][0] == 0) for k in KERNELS) >= round(total * 0.85) - 1
+    assert np.mean(after["head"][0] == 0) <= 0.4 + 1e-9
+    assert doc["checks"]["passed"]
+    out = tmp_path / "p.keras"
+    prune_json(
+        str(MLP),
+        "-o",
+        str(out),
+        "--pattern",
+        "2:4",
+        "--exclude",
+        "head",
+        "--data",
+        str(DATA),
+        "--epochs",
+        "2",
+    )
+    kernel = keras_weights(out)["hidden1"][0]
+    assert ((kernel == 0).T.reshape(128, -1, 4).sum(axis=2) >= 2).all()
