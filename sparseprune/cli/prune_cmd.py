@@ -102,7 +102,7 @@ def prune(
     initial_sparsity: Annotated[float, typer.Option(help="Polynomial schedule start.")] = 0.0,
     begin_step: Annotated[int, typer.Option(help="First pruning step.")] = 0,
     end_step: Annotated[
-        int | None, typer.Option(help="Last pruning step (default: 70% of all steps).")
+        int | None, typer.Option(help="Last pruning step (default: half of all steps).")
     ] = None,
     frequency: Annotated[
         int | None, typer.Option(help="Steps between mask updates (default: 4 per epoch).")
