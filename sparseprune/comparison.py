@@ -23,6 +23,9 @@ ACCURACY_NAMES = (
     "binary_accuracy",
 )
 
+# 0.9 - 0.895 is 0.0050000000000000044 in floats: a drop of exactly --max-drop must pass.
+DROP_TOLERANCE = 1e-9
+
 
 @dataclass
 class LayerPair:
@@ -74,7 +77,12 @@ class Comparison:
 
     @property
     def accuracy(self) -> MetricDiff | None:
-        return next((m for n in ACCURACY_NAMES if (m := self.metric(n))), None)
+        """The accuracy metric the --max-drop gate uses, if the evaluation reported one."""
+        for name in ACCURACY_NAMES:
+            metric = self.metric(name)
+            if metric is not None:
+                return metric
+        return None
 
 
 def compare_models(
@@ -136,7 +144,7 @@ def accuracy_drop_failure(comparison: Comparison, max_drop: float) -> str | None
             f"--max-drop needs an accuracy metric, but the models were evaluated with: {measured}."
         )
     drop = accuracy.a - accuracy.b
-    if drop <= max_drop:
+    if drop <= max_drop + DROP_TOLERANCE:
         return None
     return (
         f"{accuracy.name} fell from {accuracy.a:.4f} ({comparison.a.path}) to {accuracy.b:.4f} "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from sparseprune import __version__
-from sparseprune.cli import inspect_cmd, prune_cmd
+from sparseprune.cli import compare_cmd, evaluate_cmd, inspect_cmd, prune_cmd
 from sparseprune.cli.common import state
 
 app = typer.Typer(
@@ -39,6 +39,8 @@ def root(
 
 app.command("inspect")(inspect_cmd.inspect)
 app.command("prune")(prune_cmd.prune)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("compare")(compare_cmd.compare)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from sparseprune.errors import InputError, describe
 
 TRAIN_KEYS = (("x", "y"), ("x_train", "y_train"))
 VALIDATION_KEYS = (("x_val", "y_val"), ("x_test", "y_test"))
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass
@@ -32,24 +34,58 @@ class Dataset:
 
 def load_dataset(path: str | Path) -> Dataset:
     """`x`, `y` (or `x_train`, `y_train`) and optional `x_val`, `y_val` (or `x_test`, `y_test`)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise InputError(f"data file {path} does not exist.") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise InputError(f"data file {path} is not a readable .npz ({describe(error)}).") from None
-    train = _pair(arrays, TRAIN_KEYS)
+    arrays = read_npz(path)
+    train = _pair(path, arrays, TRAIN_KEYS)
     if train is None:
         raise InputError(f"data file {path} needs arrays 'x' and 'y' (or 'x_train', 'y_train').")
-    validation = _pair(arrays, VALIDATION_KEYS) or (None, None)
-    return Dataset(*train, *validation, source=str(path))
+    validation = _pair(path, arrays, VALIDATION_KEYS)
+    x_val, y_val = validation[:2] if validation else (None, None)
+    return Dataset(train[0], train[1], x_val, y_val, source=str(path))
 
 
-def _pair(arrays: dict, options: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """(x, y, "file:key") of the held-out split: x_val/y_val, else x_test/y_test, else x/y."""
+    arrays = read_npz(path)
+    found = _pair(path, arrays, (*VALIDATION_KEYS, TRAIN_KEYS[0]))
+    if found is None:
+        expected = ", ".join(f"{x}/{y}" for x, y in (*VALIDATION_KEYS, TRAIN_KEYS[0]))
+        names = ", ".join(sorted(arrays)[:12]) or "nothing"
+        raise InputError(f"data file {path} needs arrays {expected}; it has {names}.")
+    return found[0], found[1], f"{path}:{found[2]}"
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz`, read without pickles; one clear error for anything else."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise InputError(f"data file {path} is a single .npy array, not an .npz archive.")
+        with archive:
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise InputError(f"data file {path} does not exist.") from None
+    except NPZ_ERRORS as error:
+        raise InputError(f"data file {path} is not a readable .npz ({describe(error)}).") from None
+
+
+def _pair(
+    path: str | Path, arrays: dict[str, np.ndarray], options: tuple
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The first (x, y, x_key) pair present, checked; None if no pair is complete."""
     for x_key, y_key in options:
         if x_key in arrays and y_key in arrays:
-            if len(arrays[x_key]) != len(arrays[y_key]):
-                raise InputError(f"'{x_key}' and '{y_key}' have different lengths.")
-            return arrays[x_key], arrays[y_key]
+            x, y = arrays[x_key], arrays[y_key]
+            _check_pair(path, x_key, y_key, x, y)
+            return x, y, x_key
     return None
+
+
+def _check_pair(path: str | Path, x_key: str, y_key: str, x: np.ndarray, y: np.ndarray) -> None:
+    if x.ndim == 0 or y.ndim == 0 or len(x) == 0:
+        raise InputError(f"data file {path}: '{x_key}' and '{y_key}' hold no samples.")
+    if len(x) != len(y):
+        raise InputError(
+            f"data file {path}: '{x_key}' has {len(x)} samples but '{y_key}' has {len(y)}."
+        )
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise InputError(f"data file {path}: '{x_key}' and '{y_key}' must be numeric arrays.")

@@ -1,14 +1,12 @@
 """`evaluate`: loss and metrics of a saved model on the validation split of an `.npz`.
 
-`load_split` needs no Keras, so light code (and training) can use it; everything else imports
-Keras only through `load_keras_model`. The file's compile settings are read as plain names
+Data comes from `data.load_split` (no Keras needed); Keras is imported only through
+`load_keras_model`. The file's compile settings are read as plain names
 (`compile.saved_settings`), never deserialized.
 """
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,12 @@ import numpy as np
 
 from sparseprune.errors import InputError, describe
 from sparseprune.keras_ops.compile import infer_loss, saved_settings
+from sparseprune.keras_ops.data import load_split
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
-from sparseprune.keras_ops.verify import _as_array, _inputs
+from sparseprune.keras_ops.verify import as_array, verification_inputs
 
 # Evaluation prefers held-out data: the first pair present wins.
-SPLIT_KEYS = (("x_val", "y_val"), ("x_test", "y_test"), ("x", "y"))
 DEFAULT_BATCH_SIZE = 32
-NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -41,43 +38,6 @@ class CompileSettings:
             "metrics": list(self.metrics),
             "source": {"loss": self.loss_source, "metrics": self.metrics_source},
         }
-
-
-def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """(x, y, "file:key") of the held-out split: x_val/y_val, else x_test/y_test, else x/y."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise InputError(f"data file {path} is a single .npy array, not an .npz archive.")
-        with archive:
-            x_key, y_key = _split_keys(path, archive.files)
-            x, y = archive[x_key], archive[y_key]
-    except FileNotFoundError:
-        raise InputError(f"data file {path} does not exist.") from None
-    except NPZ_ERRORS as error:
-        raise InputError(f"data file {path} is not a readable .npz ({describe(error)}).") from None
-    _check_pair(path, x_key, y_key, x, y)
-    return x, y, f"{path}:{x_key}"
-
-
-def _split_keys(path: str | Path, files: list[str]) -> tuple[str, str]:
-    for x_key, y_key in SPLIT_KEYS:
-        if x_key in files and y_key in files:
-            return x_key, y_key
-    expected = ", ".join(f"{x}/{y}" for x, y in SPLIT_KEYS)
-    found = ", ".join(sorted(files)[:12]) or "nothing"
-    raise InputError(f"data file {path} needs arrays {expected}; it has {found}.")
-
-
-def _check_pair(path: str | Path, x_key: str, y_key: str, x: np.ndarray, y: np.ndarray) -> None:
-    if x.ndim == 0 or y.ndim == 0 or len(x) == 0:
-        raise InputError(f"data file {path}: '{x_key}' and '{y_key}' hold no samples.")
-    if len(x) != len(y):
-        raise InputError(
-            f"data file {path}: '{x_key}' has {len(x)} samples but '{y_key}' has {len(y)}."
-        )
-    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise InputError(f"data file {path}: '{x_key}' and '{y_key}' must be numeric arrays.")
 
 
 def evaluate_model(
@@ -115,23 +75,38 @@ def resolve_compile(
     """Per part: the option if given, else the file's setting if Keras knows it, else inferred."""
     library = keras_library(model)
     saved = saved_settings(path)
-    if loss is not None:
-        _require(_known_loss(library, loss), f"--loss '{loss}' is not a loss Keras knows.")
-        loss_value, loss_source = loss, "options"
-    elif saved.get("loss") and _known_loss(library, saved["loss"]):
-        loss_value, loss_source = saved["loss"], "file"
-    else:
-        loss_value, loss_source = infer_loss(model, y), "inferred"
-    if metrics is not None:
-        unknown = [m for m in metrics if not _known_metric(library, m)]
-        _require(not unknown, f"--metrics: {', '.join(unknown)} is not a metric Keras knows.")
-        chosen, metrics_source = tuple(metrics), "options"
-    elif saved.get("metrics") and all(_known_metric(library, m) for m in saved["metrics"]):
-        chosen, metrics_source = tuple(saved["metrics"]), "file"
-    else:
+    loss_value, loss_source = _resolve_loss(library, loss, saved.get("loss"))
+    if loss_value is None:
+        loss_value = infer_loss(model, y)
+    chosen, metrics_source = _resolve_metrics(library, metrics, saved.get("metrics"))
+    if chosen is None:
         chosen = ("accuracy",) if "crossentropy" in loss_value else ()
-        metrics_source = "inferred"
     return CompileSettings(loss_value, chosen, loss_source, metrics_source)
+
+
+def _resolve_loss(library: Any, option: str | None, saved: str | None) -> tuple[str | None, str]:
+    """An unknown --loss is an error; an unknown saved loss falls back to inference."""
+    if option is not None:
+        if not _known_loss(library, option):
+            raise InputError(f"--loss '{option}' is not a loss Keras knows.")
+        return option, "options"
+    if saved and _known_loss(library, saved):
+        return saved, "file"
+    return None, "inferred"
+
+
+def _resolve_metrics(
+    library: Any, option: list[str] | None, saved: list[str] | None
+) -> tuple[tuple[str, ...] | None, str]:
+    """Unknown --metrics are an error; saved metrics are used only if Keras knows them all."""
+    if option is not None:
+        unknown = [name for name in option if not _known_metric(library, name)]
+        if unknown:
+            raise InputError(f"--metrics: {', '.join(unknown)} is not a metric Keras knows.")
+        return tuple(option), "options"
+    if saved and all(_known_metric(library, name) for name in saved):
+        return tuple(saved), "file"
+    return None, "inferred"
 
 
 def evaluate_loaded(
@@ -144,9 +119,19 @@ def evaluate_loaded(
     except Exception as error:  # shape or dtype mismatches surface as many TF/Keras types
         raise InputError(
             f"Keras could not evaluate the model with loss '{settings.loss}' on this data "
-            f"({describe(error)})."
+            f"({_reason(error)})."
         ) from error
     return {str(key): float(value) for key, value in results.items()}
+
+
+def _reason(error: BaseException) -> str:
+    """TensorFlow's graph errors put the cause last ("Incompatible shapes: ..."), not first."""
+    text = str(error)
+    if text.startswith("Graph execution error"):
+        lines = [line.strip() for line in text.splitlines()]
+        causes = [line for line in lines if line and not line.startswith("[[")]
+        text = causes[-1] if causes else text
+    return describe(Exception(text))
 
 
 def keras_library(model: Any) -> Any:
@@ -169,11 +154,6 @@ def _known_metric(library: Any, name: str) -> bool:
         return not isinstance(library.metrics.get(name), str)
     except (ValueError, TypeError):
         return False
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InputError(message)
 
 
 @dataclass
@@ -200,7 +180,7 @@ def run_pair(
         check_loadable(path, unsafe)
     model_a = load_keras_model(a, unsafe)
     model_b = load_keras_model(b, unsafe)
-    inputs, kind = (split[0], split[2]) if split else _inputs(model_a, None)
+    inputs, kind = (split[0], split[2]) if split else verification_inputs(model_a, None)
     outputs = output_difference(model_a, model_b, inputs, kind, batch_size)
     if split is None:
         return PairRun(outputs)
@@ -215,8 +195,8 @@ def output_difference(
     model_a: Any, model_b: Any, inputs: Any, kind: str, batch_size: int
 ) -> dict[str, Any]:
     """Max and mean |Δ| between the two models' outputs, in float64 (same keys as --verify)."""
-    expected = _as_array(_predict(model_a, inputs, batch_size))
-    actual = _as_array(_predict(model_b, inputs, batch_size))
+    expected = as_array(_predict(model_a, inputs, batch_size))
+    actual = as_array(_predict(model_b, inputs, batch_size))
     if expected.shape != actual.shape:
         raise InputError(
             f"the models' outputs have different shapes {expected.shape[1:]} and "
@@ -236,5 +216,5 @@ def _predict(model: Any, inputs: Any, batch_size: int) -> Any:
         return model.predict(inputs, batch_size=batch_size, verbose=0)
     except Exception as error:  # wrong input shape or dtype: many TF/Keras exception types
         raise InputError(
-            f"Keras could not run the model on these inputs ({describe(error)})."
+            f"Keras could not run the model on these inputs ({_reason(error)})."
         ) from error

@@ -20,9 +20,9 @@ def verify_outputs(
     """Max and mean |Δ| of the two models' outputs (seeded random inputs, or `data`)."""
     before = load_keras_model(source, unsafe)
     after = load_keras_model(written, unsafe)
-    inputs, kind = _inputs(before, data)
-    expected = _as_array(before.predict(inputs, verbose=0))
-    actual = _as_array(after.predict(inputs, verbose=0))
+    inputs, kind = verification_inputs(before, data)
+    expected = as_array(before.predict(inputs, verbose=0))
+    actual = as_array(after.predict(inputs, verbose=0))
     difference = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
     return {
         "max_abs_diff": float(difference.max()) if difference.size else 0.0,
@@ -32,7 +32,7 @@ def verify_outputs(
     }
 
 
-def _inputs(model, data: Path | None):
+def verification_inputs(model, data: Path | None):
     if data is not None:
         try:
             with np.load(data, allow_pickle=False) as archive:
@@ -55,9 +55,9 @@ def _random_input(rng: np.random.Generator, tensor) -> np.ndarray:
     return rng.normal(size=shape).astype(np.float32)
 
 
-def _as_array(output) -> np.ndarray:
+def as_array(output) -> np.ndarray:
     if isinstance(output, (list, tuple)):
         return np.concatenate([np.asarray(o).reshape(len(o), -1) for o in output], axis=1)
     if isinstance(output, dict):
-        return _as_array([output[k] for k in sorted(output)])
+        return as_array([output[k] for k in sorted(output)])
     return np.asarray(output)

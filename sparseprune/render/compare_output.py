@@ -11,6 +11,7 @@ from rich.table import Table
 
 from sparseprune.comparison import Comparison, LayerPair, prunable_counts
 from sparseprune.inspection import LayerReport, ModelReport
+from sparseprune.render.evaluate_output import finite
 
 SCHEMA_VERSION = 1
 ABSENT = "-"
@@ -35,7 +36,8 @@ def comparison_dict(
 
 
 def to_json(comparison: Comparison, max_drop: float | None, failures: list[str]) -> str:
-    return json.dumps(comparison_dict(comparison, max_drop, failures), indent=2, allow_nan=False)
+    document = finite(comparison_dict(comparison, max_drop, failures))
+    return json.dumps(document, indent=2, allow_nan=False)
 
 
 def _model_dict(report: ModelReport) -> dict[str, Any]:
@@ -78,6 +80,7 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
     )
     console.print(escape(outputs_sentence(comparison.outputs)))
     if comparison.metrics:
+        console.print(escape(f"metrics on {comparison.data}:"))
         console.print(metrics_table(comparison))
 
 
@@ -90,13 +93,12 @@ def sparsity_table(comparison: Comparison) -> Table:
     for column in ("params", "A sparsity", "B sparsity", "B − A"):
         table.add_column(column, justify="right")
     for pair in comparison.layers:
-        counts = prunable_counts(pair.a) or prunable_counts(pair.b) or (0, 0)
         sparsity_a = pair.a.prunable_sparsity if pair.a else None
         sparsity_b = pair.b.prunable_sparsity if pair.b else None
         table.add_row(
             escape(pair.name),
             escape(pair.class_name or "?"),
-            f"{counts[0]:,}",
+            _params(prunable_counts(pair.a), prunable_counts(pair.b)),
             _percent(sparsity_a),
             _percent(sparsity_b),
             _points(sparsity_a, sparsity_b),
@@ -106,7 +108,7 @@ def sparsity_table(comparison: Comparison) -> Table:
     table.add_row(
         "[bold]prunable total",
         "",
-        f"{a.totals.prunable_params:,}",
+        _params((a.totals.prunable_params, 0), (b.totals.prunable_params, 0)),
         _percent(total_a),
         _percent(total_b),
         _points(total_a, total_b),
@@ -115,7 +117,7 @@ def sparsity_table(comparison: Comparison) -> Table:
 
 
 def metrics_table(comparison: Comparison) -> Table:
-    table = Table(title=escape(f"on {comparison.data}"), title_justify="left")
+    table = Table()
     table.add_column("metric")
     for column in ("A", "B", "B − A"):
         table.add_column(column, justify="right")
@@ -133,6 +135,14 @@ def outputs_sentence(outputs: dict[str, Any]) -> str:
         f"outputs: max |Δ| {outputs['max_abs_diff']:.3g}, mean |Δ| {outputs['mean_abs_diff']:.3g} "
         f"on {outputs['samples']:,} {source}"
     )
+
+
+def _params(a: tuple[int, int] | None, b: tuple[int, int] | None) -> str:
+    """One count when both sides agree (or only one exists), else "A / B"."""
+    counts = [side[0] for side in (a, b) if side is not None]
+    if len(set(counts)) == 1:
+        return f"{counts[0]:,}"
+    return " / ".join(f"{count:,}" for count in counts)
 
 
 def _percent(value: float | None) -> str:

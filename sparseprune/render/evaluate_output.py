@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from rich.console import Console
@@ -13,12 +14,25 @@ SCHEMA_VERSION = 1
 
 
 def to_json(result: dict[str, Any]) -> str:
-    return json.dumps({"schema_version": SCHEMA_VERSION, **result}, indent=2, allow_nan=False)
+    document = {"schema_version": SCHEMA_VERSION, **result}
+    return json.dumps(finite(document), indent=2, allow_nan=False)
+
+
+def finite(value: Any) -> Any:
+    """NaN/Inf (a diverged model's loss) become null: JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    return value
 
 
 def print_result(console: Console, result: dict[str, Any]) -> None:
-    title = f"{escape(result['model'])} on {escape(result['data'])}"
-    table = Table(title=f"{title}  [dim]({result['samples']:,} samples)[/]", title_justify="left")
+    heading = f"{escape(result['model'])} on {escape(result['data'])}"
+    console.print(f"{heading}  [dim]({result['samples']:,} samples)[/]")
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("loss", f"{result['loss']:.4f}")
