@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from sparseprune import __version__
-from sparseprune.cli import compare_cmd, evaluate_cmd, inspect_cmd, prune_cmd
+from sparseprune.cli import compare_cmd, evaluate_cmd, inspect_cmd, prune_cmd, strip_cmd
 from sparseprune.cli.common import state
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("prune")(prune_cmd.prune)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("compare")(compare_cmd.compare)
+app.command("strip")(strip_cmd.strip)
 
 
 def main() -> None:

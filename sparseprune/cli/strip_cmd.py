@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from sparseprune.cli.common import exit_codes, stdout
-from sparseprune.errors import CheckFailed
+from sparseprune.errors import CheckFailed, InputError
 from sparseprune.render import strip_output
-from sparseprune.streams import input_path
+from sparseprune.streams import STDOUT, input_path
 from sparseprune.stripping import strip_model
 
 
@@ -27,6 +27,8 @@ def strip(
 ) -> None:
     """Remove TFMOT pruning wrappers: masks folded into weights, loadable without TFMOT."""
     with exit_codes():
+        if str(output) == STDOUT:
+            raise InputError("strip writes a model file; give -o a .keras or .h5 path.")
         with input_path(model) as (path, label):
             result = strip_model(path, output, force, label)
         if as_json:

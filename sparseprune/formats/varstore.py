@@ -41,7 +41,7 @@ def read_varstore(
 def _vars_groups(group: h5py.Group, path: tuple[str, ...] = ()) -> Iterator:
     if "vars" in group and isinstance(group["vars"], h5py.Group):
         yield path, group["vars"]
-    for name in sorted(group, key=_natural_key):
+    for name in sorted(group, key=natural_key):
         child = group[name]
         if name != "vars" and isinstance(child, h5py.Group):
             yield from _vars_groups(child, (*path, name))
@@ -55,7 +55,7 @@ def _describe_vars(
     keras2: bool,
 ) -> list[TensorInfo]:
     indices = sorted(
-        (k for k in vars_group if isinstance(vars_group[k], h5py.Dataset)), key=_natural_key
+        (k for k in vars_group if isinstance(vars_group[k], h5py.Dataset)), key=natural_key
     )
     if not indices:
         return []
@@ -165,5 +165,5 @@ def _name_attr(root: h5py.Group, group_path: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _natural_key(name: str) -> tuple:
+def natural_key(name: str) -> tuple:
     return (0, int(name), "") if name.isdigit() else (1, 0, name)

@@ -53,7 +53,7 @@ def write_model(
 ) -> None:
     """Write `model` to `target` (a fresh path) in the model's own format."""
     by_path = {t.path: t for t in model.tensors}
-    copier = _Copier(by_path, transform, reset_optimizer, on_tensor)
+    copier = TreeCopier(by_path, transform, reset_optimizer, on_tensor)
     if model.format == FORMAT_KERAS:
         _write_archive(model, target, copier)
     else:
@@ -63,7 +63,7 @@ def write_model(
             copier.copy_group(model.weights, out)
 
 
-class _Copier:
+class TreeCopier:
     """Recreate an HDF5 tree group by group, passing each known tensor through `transform`."""
 
     def __init__(self, tensors, transform, reset_optimizer, on_tensor) -> None:
@@ -75,7 +75,7 @@ class _Copier:
         self.drop_optimizer = False
 
     def copy_group(self, source: h5py.Group, dest: h5py.Group) -> None:
-        _copy_attrs(source, dest)
+        copy_attrs(source, dest)
         for name in source:
             item = source[name]
             if isinstance(item, h5py.Group):
@@ -94,7 +94,7 @@ class _Copier:
                 out[...] = encode_like(source, values)
         else:
             self._copy_slabs(source, out)
-        _copy_attrs(source, out)
+        copy_attrs(source, out)
         if tensor is not None and self.on_tensor is not None:
             self.on_tensor(tensor)
 
@@ -170,12 +170,12 @@ def _too_compressible(values: np.ndarray, nbytes: int) -> bool:
     return nbytes > KERAS_H5_RATIO * max(nonzero_bytes, 1)
 
 
-def _copy_attrs(source: h5py.HLObject, dest: h5py.HLObject) -> None:
+def copy_attrs(source: h5py.HLObject, dest: h5py.HLObject) -> None:
     for key in source.attrs:
         dest.attrs.create(key, source.attrs[key], dtype=source.attrs.get_id(key).dtype)
 
 
-def _write_archive(model: ModelFile, target: Path, copier: _Copier) -> None:
+def _write_archive(model: ModelFile, target: Path, copier: TreeCopier) -> None:
     with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
         weights_path = Path(scratch) / zipped.WEIGHTS_MEMBER
         with new_h5(weights_path) as out:
