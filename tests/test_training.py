@@ -154,3 +154,35 @@ def test_global_scope_pattern_and_strategy(tmp_path: Path) -> None:
     )
     kernel = keras_weights(out)["hidden1"][0]
     assert ((kernel == 0).T.reshape(128, -1, 4).sum(axis=2) >= 2).all()
+
+
+def test_tfmot_one_shot_writes_the_same_file_as_the_mask_method(tmp_path: Path) -> None:
+    """TFMOT's own mask code and the file-level rule zero the same weights; zeros are canonical
+    (+0.0, not the -0.0 that multiplying by a mask leaves), so even the bytes agree."""
+    by_tfmot, by_file = tmp_path / "t.keras", tmp_path / "f.keras"
+    doc = prune_json(str(MLP), "-o", str(by_tfmot), "--target", "0.8", "--method", "tfmot")
+    prune_json(str(MLP), "-o", str(by_file), "--target", "0.8")
+    assert doc["training"]["method"] == "tfmot" and doc["checks"]["passed"]
+    assert by_tfmot.read_bytes() == by_file.read_bytes()
+
+
+def test_tfmot_fine_tuning_through_the_cli(tmp_path: Path) -> None:
+    out = tmp_path / "t.keras"
+    doc = prune_json(
+        str(MLP),
+        "-o",
+        str(out),
+        "--target",
+        "0.8",
+        "--method",
+        "tfmot",
+        "--data",
+        str(DATA),
+        "--epochs",
+        "2",
+    )
+    for layer in KERNELS:
+        kernel = keras_weights(out)[layer][0]
+        assert np.count_nonzero(kernel) == round(kernel.size * 0.2)
+        assert not (np.signbit(kernel) & (kernel == 0)).any()  # no -0.0 written
+    assert doc["training"]["epochs"] == 2 and doc["training"]["after"]["accuracy"] > 0.8

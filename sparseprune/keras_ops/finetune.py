@@ -105,7 +105,8 @@ def _mask_callback(model, variables, rules, train, steps, progress):
             self.started = time.perf_counter()
 
         def on_train_batch_begin(self, batch, logs=None):
-            if not self.keep or should_update(self.step, steps):
+            # Like TFMOT: nothing is masked before begin_step, masks change only on update steps.
+            if should_update(self.step, steps):
                 self.update(lambda target: sparsity_at(self.step, target, train, steps))
 
         def on_train_batch_end(self, batch, logs=None):

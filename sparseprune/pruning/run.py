@@ -216,7 +216,11 @@ def _trained_transform(plan: Plan, outcomes: dict[str, TensorOutcome], weights: 
             )
         if item.method == "target" and item.target is not None:
             outcome.expected_zeros = prune_count(values.size, item.target)
-        return trained.astype(values.dtype, copy=False)
+        trained = trained.astype(values.dtype, copy=True)
+        trained[trained == 0] = (
+            0  # masks applied by multiplication leave -0.0, which compresses worse
+        )
+        return trained
 
     return transform
 

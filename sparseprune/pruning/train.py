@@ -65,10 +65,16 @@ def run_training(
             train.epochs,
             steps,
         )
-    return _run_tfmot(source, plan, train)
+    return _run_tfmot(source, plan, train, unsafe, on_epoch)
 
 
-def _run_tfmot(source: str, plan: Plan, train: TrainSpec | None) -> Training:
+def _run_tfmot(
+    source: str,
+    plan: Plan,
+    train: TrainSpec | None,
+    unsafe: bool,
+    on_epoch: Callable[[dict], None] | None,
+) -> Training:
     if plan.pooled or any(p.method in ("mask", "threshold") for p in plan.pruned):
         raise InputError(
             "--method tfmot prunes each tensor to its own target (layer scope, per-layer "
@@ -83,7 +89,15 @@ def _run_tfmot(source: str, plan: Plan, train: TrainSpec | None) -> Training:
     if plan.spec.pattern is not None:
         targets = {p.tensor.name: 0.0 for p in plan.pruned}
     with tempfile.TemporaryDirectory(prefix="sparseprune-tfmot-") as scratch:
-        result = run_tfmot(source, targets, train, plan.spec.pattern, Path(scratch))
+        result = run_tfmot(
+            source,
+            targets,
+            train,
+            plan.spec.pattern,
+            Path(scratch),
+            unsafe=unsafe,
+            progress=on_epoch,
+        )
     metrics = result.metrics
     return Training(
         "tfmot",

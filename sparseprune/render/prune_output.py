@@ -96,5 +96,7 @@ def training_line(training: dict) -> str:
     changes = ", ".join(
         f"{key} {before[key]:.4f} -> {after[key]:.4f}" for key in sorted(after) if key in before
     )
+    if not training.get("epochs"):
+        return f"pruned one-shot through {training['method']} (no training)"
     run = f"{training['method']}, {training['epochs']} epochs"
     return f"fine-tuned ({run}): {changes} on validation data"
