@@ -92,12 +92,14 @@ def _evaluate(model: Any, data: Dataset) -> dict[str, float]:
 def _mask_callback(model, variables, rules, train, steps, progress):
     """A Callback of the model's own Keras library (Keras 3 or tf_keras)."""
     library = __import__(type(model).__module__.split(".")[0])
+    to_tensor = _tensor_converter(library)
 
     class MaskCallback(library.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
             self.step = 0
-            self.keep: dict[str, np.ndarray] = {}
+            self.keep: dict[str, Any] = {}
+            self.pruned = self.total = 0
             self.seconds_per_epoch: list[float] = []
             self.started = 0.0
 
@@ -131,8 +133,12 @@ def _mask_callback(model, variables, rules, train, steps, progress):
         def update(self, schedule: Callable[[float], float]) -> None:
             values = {r.name: np.asarray(variables[r.name].numpy()) for r in rules.rules}
             positions = pruned_positions(values, rules, schedule)
+            self.pruned = sum(int(np.count_nonzero(p)) for p in positions.values())
+            self.total = sum(p.size for p in positions.values())
+            # Backend tensors, built once per update: the per-batch multiply stays in the backend.
             self.keep = {
-                name: (~chosen).astype(values[name].dtype) for name, chosen in positions.items()
+                name: to_tensor((~chosen).astype(values[name].dtype))
+                for name, chosen in positions.items()
             }
             self.apply()
 
@@ -141,11 +147,18 @@ def _mask_callback(model, variables, rules, train, steps, progress):
                 variables[name].assign(variables[name] * keep)
 
         def sparsity(self) -> float:
-            total = sum(k.size for k in self.keep.values())
-            pruned = sum(k.size - int(np.count_nonzero(k)) for k in self.keep.values())
-            return pruned / total if total else 0.0
+            return self.pruned / self.total if self.total else 0.0
 
     return MaskCallback()
+
+
+def _tensor_converter(library: Any) -> Callable[[np.ndarray], Any]:
+    """Keras 3's backend-neutral `ops.convert_to_tensor`; tf_keras models live on TensorFlow."""
+    if hasattr(library, "ops"):
+        return library.ops.convert_to_tensor
+    import tensorflow as tf
+
+    return tf.convert_to_tensor
 
 
 def _seed(model: Any, seed: int) -> None:
