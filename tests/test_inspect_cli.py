@@ -42,7 +42,10 @@ def test_version() -> None:
     assert result.exit_code == 0 and result.stdout.strip() == f"sparseprune {__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["inspect"], ["prune"], ["evaluate"], ["compare"], ["strip"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["inspect"], ["prune"], ["evaluate"], ["compare"], ["strip"], ["bench"], ["export"]],
+)
 def test_help(command: list[str]) -> None:
     result = invoke(*command, "--help")
     assert result.exit_code == 0 and "Usage" in result.stdout

@@ -8,7 +8,15 @@ from __future__ import annotations
 import typer
 
 from sparseprune import __version__
-from sparseprune.cli import compare_cmd, evaluate_cmd, inspect_cmd, prune_cmd, strip_cmd
+from sparseprune.cli import (
+    bench_cmd,
+    compare_cmd,
+    evaluate_cmd,
+    export_cmd,
+    inspect_cmd,
+    prune_cmd,
+    strip_cmd,
+)
 from sparseprune.cli.common import state
 
 app = typer.Typer(
@@ -42,6 +50,8 @@ app.command("prune")(prune_cmd.prune)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("compare")(compare_cmd.compare)
 app.command("strip")(strip_cmd.strip)
+app.command("bench")(bench_cmd.bench)
+app.command("export")(export_cmd.export)
 
 
 def main() -> None:

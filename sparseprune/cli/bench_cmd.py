@@ -1,0 +1,52 @@
+"""`sparseprune bench`: latency, throughput, params and MACs of Keras/TFLite models (loads TF)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sparseprune.cli.common import exit_codes, stdout
+from sparseprune.errors import InputError
+
+
+def bench(
+    models: Annotated[
+        list[str], typer.Argument(help="Model files (.keras, full-model .h5, .tflite).")
+    ],
+    batch_size: Annotated[
+        str, typer.Option("--batch-size", help="Comma-separated batch sizes to time.")
+    ] = "1,32",
+    repeats: Annotated[int, typer.Option(min=2, help="Timed runs per batch size.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs first (tracing, caches).")] = 20,
+    threads: Annotated[
+        int, typer.Option(min=1, help="TF intra/inter-op threads and TFLite num_threads.")
+    ] = 1,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Allow loading Lambda/custom layers (runs code).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+) -> None:
+    """Time inference (median, p90) and count params, nonzeros, MACs and bytes; B/A ratios."""
+    with exit_codes():
+        from sparseprune.keras_ops.bench import BenchSpec, bench_models
+
+        spec = BenchSpec(parse_sizes(batch_size), repeats, warmup, threads)
+        result = bench_models(models, spec, unsafe)
+    from sparseprune.render import bench_output
+
+    if as_json:
+        typer.echo(bench_output.to_json(result))
+    else:
+        bench_output.print_bench(stdout, result)
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """'1,32' -> (1, 32), duplicates dropped in order; anything else is a usage error."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--batch-size '{text}' must be comma-separated integers.") from None
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"--batch-size '{text}' needs positive integers, e.g. 1,32.")
+    return tuple(dict.fromkeys(sizes))

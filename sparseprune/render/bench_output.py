@@ -1,0 +1,114 @@
+"""`bench` and `export` results as JSON (schema_version 1) and as rich tables. Computes nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sparseprune.render.evaluate_output import finite
+
+SCHEMA_VERSION = 1
+
+
+def to_json(result: dict[str, Any]) -> str:
+    document = {"schema_version": SCHEMA_VERSION, **result}
+    return json.dumps(finite(document), indent=2, allow_nan=False)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}x"
+
+
+def print_bench(console: Console, result: dict[str, Any]) -> None:
+    """One table of sizes and counts, one of latency per batch size, then ratios to model A."""
+    console.print(_counts_table(result["models"]))
+    console.print(_latency_table(result["models"]))
+    for ratio in result["ratios"]:
+        console.print(_ratio_line(ratio))
+    settings = result["settings"]
+    threads = settings["threads"]
+    console.print(
+        f"[dim]{settings['repeats']} timed runs after {settings['warmup']} warm-up per batch size; "
+        f"threads intra {threads['intra_op']}, inter {threads['inter_op']}, "
+        f"tflite {threads['tflite']}; MACs per sample (Dense/Conv/Depthwise/Separable kernels)[/]"
+    )
+    if not threads["pinned"]:
+        console.print(
+            "[yellow]warning:[/] TensorFlow was already running, so its thread pools could not "
+            "be pinned; latencies are not comparable with other runs."
+        )
+
+
+def _counts_table(models: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for name in ("model", "format", "file size", "params", "nonzero", "MACs", "nonzero MACs"):
+        table.add_column(name, justify="left" if name in ("model", "format") else "right")
+    for model in models:
+        table.add_row(
+            escape(model["path"]),
+            model["format"],
+            _count(model["file_size"]),
+            _count(model["params"]),
+            _count(model["nonzero_params"]),
+            _count(model["macs"]),
+            _count(model["macs_nonzero"]),
+        )
+    return table
+
+
+def _latency_table(models: list[dict[str, Any]]) -> Table:
+    table = Table()
+    table.add_column("model")
+    for name in ("batch", "median ms", "p90 ms", "p90/median", "samples/s"):
+        table.add_column(name, justify="right")
+    for model in models:
+        for row in model["latency"]:
+            table.add_row(
+                escape(model["path"]),
+                str(row["batch_size"]),
+                f"{row['median_ms']:.3f}",
+                f"{row['p90_ms']:.3f}",
+                "-" if row["spread"] is None else f"{row['spread']:.2f}",
+                "-" if row["throughput"] is None else f"{row['throughput']:,.0f}",
+            )
+    return table
+
+
+def _ratio_line(ratio: dict[str, Any]) -> str:
+    latency = ", ".join(f"batch {b} {_ratio(v)}" for b, v in ratio["latency"].items())
+    return (
+        f"{escape(ratio['model'])} / {escape(ratio['baseline'])}: latency {latency}; "
+        f"params {_ratio(ratio['params'])}, nonzero {_ratio(ratio['nonzero_params'])}, "
+        f"MACs {_ratio(ratio['macs'])}, nonzero MACs {_ratio(ratio['macs_nonzero'])}, "
+        f"size {_ratio(ratio['file_size'])}"
+    )
+
+
+def print_export(console: Console, result: dict[str, Any]) -> None:
+    """Sizes before and after, the optimizations used, and the Keras-vs-TFLite check."""
+    options = ["sparsity" if result["sparsity_optimization"] else "no sparsity"]
+    if result["quantize"]:
+        options.append(result["quantize"])
+    before, after = result["input_size"], result["output_size"]
+    console.print(
+        f"{escape(result['model'])} -> {escape(result['output'])}  ({', '.join(options)})\n"
+        f"size: {before:,} -> {after:,} bytes ({after / before:.3f}x the input)"
+    )
+    check = result["check"]
+    if check is None:
+        console.print("[dim]outputs not compared (pass --data to compare Keras and TFLite)[/]")
+        return
+    agreement = check["top1_agreement"]
+    top1 = "" if agreement is None else f", top-1 agreement {agreement:.1%}"
+    console.print(
+        f"Keras vs TFLite on {check['samples']} samples of {escape(check['data'])}: "
+        f"max |Δ| {check['max_abs_diff']:.3g}, mean |Δ| {check['mean_abs_diff']:.3g}{top1}"
+    )
