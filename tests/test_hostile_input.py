@@ -161,3 +161,22 @@ def test_input_file_is_not_modified(tmp_path: Path) -> None:
     assert run_inspect(path).exit_code == 0
     assert path.read_bytes() == before
     assert KERNEL.shape == (2, 3)
+
+
+def test_unprintable_layer_name_is_reported_not_a_crash(tmp_path: Path) -> None:
+    """JSON allows lone surrogates ("\\udc80"); they must not crash printing."""
+    config = json.loads(json.dumps(CONFIG))
+    config["config"]["layers"][1]["config"]["name"] = "d\udc80x"
+
+    def drop_name(f: h5py.File) -> None:
+        del f["layers/dense/vars"].attrs["name"]
+
+    path = write_keras(
+        tmp_path / "s.keras",
+        [
+            ("config.json", json.dumps(config).encode()),
+            ("model.weights.h5", weights_h5_bytes(drop_name)),
+        ],
+    )
+    result = run_inspect(path)
+    assert result.exit_code == 0 and "d?x" in result.stdout

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from sparseprune.errors import InputError, describe
-from sparseprune.formats.model import LayerInfo
+from sparseprune.formats.model import LayerInfo, clean_text
 from sparseprune.registry import MODEL_CLASSES, is_known
 
 KERAS_MODULE_ROOTS = frozenset({"keras", "tf_keras", "tensorflow"})
@@ -99,4 +99,4 @@ def layer_flags(class_name: str | None, module: str | None, registered: str | No
 
 
 def _string(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return clean_text(value) if isinstance(value, str) else None

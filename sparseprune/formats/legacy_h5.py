@@ -13,7 +13,7 @@ import h5py
 
 from sparseprune.errors import InputError
 from sparseprune.formats.config import LayerTree
-from sparseprune.formats.model import LayerInfo, TensorInfo
+from sparseprune.formats.model import LayerInfo, TensorInfo, clean_text
 from sparseprune.registry import is_prunable
 
 _SUFFIX = re.compile(r":\d+$")
@@ -103,7 +103,7 @@ def string_list_attr(group: h5py.Group, name: str, label: str) -> list[str]:
             value = value.decode("utf-8", "replace")
         if not isinstance(value, str):
             raise InputError(f"{label}: attribute '{name}' of '{group.name}' is not text.")
-        out.append(value)
+        out.append(clean_text(value))
     return out
 
 

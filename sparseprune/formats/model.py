@@ -14,6 +14,11 @@ FORMAT_H5_WEIGHTS = "h5-weights"  # legacy save_weights HDF5 (no architecture)
 FORMAT_WEIGHTS_H5 = "weights.h5"  # Keras 3 .weights.h5 (no architecture)
 
 
+def clean_text(value: str) -> str:
+    """Text from a file as printable UTF-8: lone surrogates (valid in JSON) become '?'."""
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """A layer as the architecture config describes it. Nested layers are named `outer/inner`."""

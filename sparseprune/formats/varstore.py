@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import h5py
 
 from sparseprune.formats.config import LayerTree
-from sparseprune.formats.model import LayerInfo, TensorInfo, TensorKind
+from sparseprune.formats.model import LayerInfo, TensorInfo, TensorKind, clean_text
 from sparseprune.registry import (
     SUBOBJECT_CLASSES,
     class_from_storage_key,
@@ -162,7 +162,7 @@ def _name_attr(root: h5py.Group, group_path: str) -> str | None:
     value = vars_group.attrs.get("name")
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) and value else None
+    return clean_text(value) if isinstance(value, str) and value else None
 
 
 def natural_key(name: str) -> tuple:
