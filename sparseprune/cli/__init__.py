@@ -15,6 +15,7 @@ from sparseprune.cli import (
     export_cmd,
     inspect_cmd,
     prune_cmd,
+    shrink_cmd,
     strip_cmd,
 )
 from sparseprune.cli.common import state
@@ -52,6 +53,7 @@ app.command("compare")(compare_cmd.compare)
 app.command("strip")(strip_cmd.strip)
 app.command("bench")(bench_cmd.bench)
 app.command("export")(export_cmd.export)
+app.command("shrink")(shrink_cmd.shrink)
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ def check_convertible(model: ModelFile, target_format: str) -> None:
             "written by Keras 3 can be converted between .keras and .h5."
         )
     for tensor in model.model_tensors:
-        sub = _subpath(tensor)
+        sub = subpath(tensor)
         if sub is None:
             raise InputError(
                 f"layer '{tensor.layer}' ({tensor.layer_class}) keeps weights in sub-objects "
@@ -86,12 +86,12 @@ def convert_model(
         return original if new is None else new
 
     if target_format == FORMAT_H5:
-        _write_h5(model, target, values)
+        write_h5(model, target, values)
     else:
-        _write_keras(model, target, values)
+        write_keras(model, target, values)
 
 
-def _write_h5(model: ModelFile, target: Path, values: Callable) -> None:
+def write_h5(model: ModelFile, target: Path, values: Callable) -> None:
     config = model.config or {}
     version = model.writer or "3"
     with new_h5(target) as out:
@@ -110,7 +110,7 @@ def _write_h5(model: ModelFile, target: Path, values: Callable) -> None:
                 _write_dataset(group, name, tensor, values(tensor), compress=True)
 
 
-def _write_keras(model: ModelFile, target: Path, values: Callable) -> None:
+def write_keras(model: ModelFile, target: Path, values: Callable) -> None:
     with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
         weights_path = Path(scratch) / zipped.WEIGHTS_MEMBER
         with new_h5(weights_path) as out:
@@ -168,7 +168,7 @@ def _varstore_layout(model: ModelFile) -> Iterator[tuple[str, str, list[TensorIn
     for layer, tensors in by_layer.items():
         if layer not in keys:
             raise InputError(f"layer '{layer}' is not in the model config; cannot convert.")
-        sub = _subpath(tensors[0])
+        sub = subpath(tensors[0])
         yield keys[layer] + (f"/{sub}" if sub else ""), layer.rsplit("/", 1)[-1], tensors
 
 
@@ -183,7 +183,7 @@ def _storage_paths(node: LayerTree, prefix: str = "") -> dict[str, str]:
     return paths
 
 
-def _subpath(tensor: TensorInfo) -> str | None:
+def subpath(tensor: TensorInfo) -> str | None:
     """'' for variables on the layer itself, 'cell' for RNN cells, None if not representable."""
     if tensor.layer_class in CELL_OWNERS:
         return "cell"
