@@ -186,3 +186,47 @@ def test_tfmot_fine_tuning_through_the_cli(tmp_path: Path) -> None:
         assert np.count_nonzero(kernel) == round(kernel.size * 0.2)
         assert not (np.signbit(kernel) & (kernel == 0)).any()  # no -0.0 written
     assert doc["training"]["epochs"] == 2 and doc["training"]["after"]["accuracy"] > 0.8
+
+
+CUSTOM = Path(__file__).parent / "fixtures" / "custom_layers.py"
+BUILD_CUSTOM = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("custom_layers", sys.argv[1])
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+import keras
+model = keras.Sequential([keras.Input((64,)), module.Projection(32, name="proj"),
+                          keras.layers.Activation("relu"), keras.layers.Dense(10, name="head")])
+model.save(sys.argv[2])
+"""
+
+
+def test_custom_layer_trains_with_include_unknown(tmp_path: Path) -> None:
+    source, out = tmp_path / "custom.keras", tmp_path / "c.keras"
+    subprocess.run(
+        [sys.executable, "-c", BUILD_CUSTOM, str(CUSTOM), str(source)],
+        env=ENV,
+        check=True,
+        capture_output=True,
+    )
+    base = [
+        str(source),
+        "-o",
+        str(out),
+        "--target",
+        "0.5",
+        "--include-unknown",
+        "--data",
+        str(DATA),
+        "--epochs",
+        "1",
+        "--loss",
+        "sparse_categorical_crossentropy",
+        "--custom-objects",
+        str(CUSTOM),
+    ]
+    refused = prune(*base)
+    assert refused.returncode == 2 and "--unsafe" in refused.stderr
+    doc = prune_json(*base, "--unsafe")
+    weight = keras_weights(out)["proj"][0]
+    assert np.count_nonzero(weight) == weight.size // 2
+    assert {t["name"] for t in doc["tensors"]} == {"proj/var0", "head/kernel"}

@@ -121,6 +121,10 @@ def prune(
         StrategyName, typer.Option(help="tf.distribute strategy for fine-tuning.")
     ] = StrategyName.none,
     seed: Annotated[int, typer.Option(help="Random seed for training.")] = 0,
+    custom_objects: Annotated[
+        Path | None,
+        typer.Option(help="Python file registering custom layers (runs code; needs --unsafe)."),
+    ] = None,
 ) -> None:
     """Zero the smallest weights of a saved model and write a smaller file (no TensorFlow)."""
     with exit_codes():
@@ -157,6 +161,10 @@ def prune(
             strategy.value,
             seed,
         )
+        if custom_objects is not None:
+            from sparseprune.keras_ops.loading import import_custom_objects
+
+            import_custom_objects(str(custom_objects), unsafe)
         to_stdout = output == STDOUT
         with (
             input_path(model) as (path, label),

@@ -19,7 +19,7 @@ from sparseprune.errors import InputError
 from sparseprune.keras_ops.compile import compile_for_training
 from sparseprune.keras_ops.data import Dataset, load_dataset
 from sparseprune.keras_ops.loading import load_keras_model
-from sparseprune.keras_ops.naming import named_weights
+from sparseprune.keras_ops.naming import weights_by_file_name
 from sparseprune.training import (
     MaskRules,
     ScheduleSteps,
@@ -55,7 +55,7 @@ def finetune_with_masks(
     with _strategy_scope(train.strategy):
         model = load_keras_model(model_path, unsafe)
         compile_for_training(model, model_path, train, data)
-    variables = dict(named_weights(model))
+    variables = weights_by_file_name(model)
     _check_rules(rules, variables)
     before = _evaluate(model, data)
     callback = _mask_callback(model, variables, rules, train, steps, progress)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 from typing import Any
 
 from sparseprune.errors import InputError, describe
@@ -23,6 +25,27 @@ def check_loadable(path: str, unsafe: bool) -> str | None:
                 "loading it with Keras could execute code. Pass --unsafe only if you trust it."
             )
         return model.writer
+
+
+def import_custom_objects(path: str, unsafe: bool) -> None:
+    """Run the user's own Python file so its `@register_keras_serializable` classes exist.
+
+    Keras 3 never imports custom classes named in a model file; they must be registered in the
+    loading process. This executes code, so it is only done on request and with --unsafe.
+    """
+    if not unsafe:
+        raise InputError("--custom-objects runs Python code; pass --unsafe to allow it.")
+    source = Path(path)
+    if source.suffix != ".py" or not source.is_file():
+        raise InputError(f"--custom-objects expects a Python file, got {path}.")
+    spec = importlib.util.spec_from_file_location(f"sparseprune_custom_{source.stem}", source)
+    if spec is None or spec.loader is None:
+        raise InputError(f"cannot import {path}.")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's code may raise anything
+        raise InputError(f"importing {path} failed: {describe(error)}") from error
 
 
 def load_keras_model(path: str, unsafe: bool = False) -> Any:

@@ -23,3 +23,19 @@ def named_weights(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def _role(variable: Any) -> str:
     path = getattr(variable, "path", None) or variable.name
     return path.split("/")[-1].split(":")[0]
+
+
+def weights_by_file_name(model: Any) -> dict[str, Any]:
+    """Variables by every name the file reader may use: real roles, and `varN` by position.
+
+    Keras 3 archives number variables, so a custom layer's weights appear as `layer/var0`, ...
+    """
+    out: dict[str, Any] = {}
+    position: dict[str, int] = {}
+    for name, variable in named_weights(model):
+        layer = name.rsplit("/", 1)[0]
+        index = position.get(layer, 0)
+        position[layer] = index + 1
+        out[name] = variable
+        out.setdefault(f"{layer}/var{index}", variable)
+    return out
