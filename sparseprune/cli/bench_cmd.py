@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import exit_codes, stdout
+from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
 from sparseprune.errors import InputError
 
 
@@ -22,10 +22,8 @@ def bench(
     threads: Annotated[
         int, typer.Option(min=1, help="TF intra/inter-op threads and TFLite num_threads.")
     ] = 1,
-    unsafe: Annotated[
-        bool, typer.Option("--unsafe", help="Allow loading Lambda/custom layers (runs code).")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+    unsafe: UnsafeOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Time inference (median, p90) and count params, nonzeros, MACs and bytes; B/A ratios."""
     with exit_codes():

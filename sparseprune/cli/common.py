@@ -6,12 +6,19 @@ import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from sparseprune.errors import SparsePruneError
+
+# Options several commands share, declared once so their names and help stay identical.
+UnsafeOption = Annotated[
+    bool, typer.Option("--unsafe", help="Allow loading Lambda/custom layers (runs code).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable result.")]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import exit_codes, stdout
+from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
 from sparseprune.errors import CheckFailed, InputError
 from sparseprune.stats import DEFAULT_THRESHOLD
 
@@ -28,10 +28,8 @@ def compare(
     threshold: Annotated[
         float, typer.Option("--threshold", "-t", min=0.0, help="|w| <= T counts as near zero.")
     ] = DEFAULT_THRESHOLD,
-    unsafe: Annotated[
-        bool, typer.Option("--unsafe", help="Allow loading Lambda/custom layers (runs code).")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+    unsafe: UnsafeOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Compare per-layer sparsity, file size, outputs and metrics of two saved models."""
     with exit_codes():

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import exit_codes, stdout
+from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
 
 
 def evaluate(
@@ -24,10 +24,8 @@ def evaluate(
         str | None,
         typer.Option(help="Comma-separated metric names; default: the file's, else inferred."),
     ] = None,
-    unsafe: Annotated[
-        bool, typer.Option("--unsafe", help="Allow loading Lambda/custom layers (runs code).")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+    unsafe: UnsafeOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Evaluate a saved model's loss and metrics on the validation split of an .npz file."""
     with exit_codes():

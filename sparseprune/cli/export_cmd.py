@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import exit_codes, stdout
+from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
 
 
 class Quantize(str, Enum):
@@ -32,10 +32,8 @@ def export(
         typer.Option(help="Encode zero-heavy tensors sparsely (Optimize.EXPERIMENTAL_SPARSITY)."),
     ] = True,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
-    unsafe: Annotated[
-        bool, typer.Option("--unsafe", help="Allow loading Lambda/custom layers (runs code).")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+    unsafe: UnsafeOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Convert a Keras model to TFLite (written atomically); with --data, compare the outputs."""
     with exit_codes():

@@ -17,7 +17,7 @@ from sparseprune.errors import InputError, describe
 from sparseprune.keras_ops.compile import infer_loss, saved_settings
 from sparseprune.keras_ops.data import load_split
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
-from sparseprune.keras_ops.verify import as_array, verification_inputs
+from sparseprune.keras_ops.verify import as_array, difference_summary, verification_inputs
 
 # Evaluation prefers held-out data: the first pair present wins.
 DEFAULT_BATCH_SIZE = 32
@@ -197,18 +197,7 @@ def output_difference(
     """Max and mean |Δ| between the two models' outputs, in float64 (same keys as --verify)."""
     expected = as_array(_predict(model_a, inputs, batch_size))
     actual = as_array(_predict(model_b, inputs, batch_size))
-    if expected.shape != actual.shape:
-        raise InputError(
-            f"the models' outputs have different shapes {expected.shape[1:]} and "
-            f"{actual.shape[1:]}; they cannot be compared."
-        )
-    difference = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
-    return {
-        "max_abs_diff": float(difference.max()) if difference.size else 0.0,
-        "mean_abs_diff": float(difference.mean()) if difference.size else 0.0,
-        "samples": len(expected),
-        "inputs": kind,
-    }
+    return difference_summary(expected, actual, kind)
 
 
 def _predict(model: Any, inputs: Any, batch_size: int) -> Any:

@@ -23,6 +23,16 @@ def verify_outputs(
     inputs, kind = verification_inputs(before, data)
     expected = as_array(before.predict(inputs, verbose=0))
     actual = as_array(after.predict(inputs, verbose=0))
+    return difference_summary(expected, actual, kind)
+
+
+def difference_summary(expected: np.ndarray, actual: np.ndarray, kind: str) -> dict:
+    """Max and mean |Δ| of two models' outputs on the same inputs (`kind` says which inputs)."""
+    if expected.shape != actual.shape:
+        raise InputError(
+            f"the models' outputs have different shapes {expected.shape[1:]} and "
+            f"{actual.shape[1:]}; they cannot be compared."
+        )
     difference = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
     return {
         "max_abs_diff": float(difference.max()) if difference.size else 0.0,
