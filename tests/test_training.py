@@ -230,3 +230,24 @@ def test_custom_layer_trains_with_include_unknown(tmp_path: Path) -> None:
     weight = keras_weights(out)["proj"][0]
     assert np.count_nonzero(weight) == weight.size // 2
     assert {t["name"] for t in doc["tensors"]} == {"proj/var0", "head/kernel"}
+
+
+def test_multiworker_strategy_single_worker(tmp_path: Path) -> None:
+    """Without TF_CONFIG, MultiWorkerMirroredStrategy runs as one worker: the same command a
+    cluster runs on every worker."""
+    out = tmp_path / "w.keras"
+    doc = prune_json(
+        str(MLP),
+        "-o",
+        str(out),
+        "--target",
+        "0.5",
+        "--data",
+        str(DATA),
+        "--epochs",
+        "1",
+        "--strategy",
+        "multiworker",
+    )
+    kernel = keras_weights(out)["hidden1"][0]
+    assert np.count_nonzero(kernel) == kernel.size // 2 and doc["checks"]["passed"]
