@@ -182,5 +182,49 @@ def apply_global_cut(values: np.ndarray, index: int, selection: GlobalCut) -> np
     return values
 
 
+def unit_norms(kernel: np.ndarray) -> np.ndarray:
+    """L2 norm of each output unit's incoming slice (every axis but the last), as float32.
+
+    Summed in float64 so large fan-ins do not lose the ranking; float32 so the norms share the
+    deterministic key order (and NaN-is-never-pruned rule) of weight magnitudes.
+    """
+    flat = np.asarray(kernel, dtype=np.float64).reshape(-1, kernel.shape[-1])
+    with np.errstate(over="ignore"):
+        return np.sqrt(np.einsum("ij,ij->j", flat, flat)).astype(np.float32)
+
+
+def columns(kernel_shape: tuple[int, ...], units: np.ndarray) -> np.ndarray:
+    """A per-unit boolean vector spread over whole kernel slices (the last axis)."""
+    return np.broadcast_to(units, kernel_shape).copy()
+
+
+def unit_positions(kernel: np.ndarray, count: int) -> np.ndarray:
+    """Boolean mask of the `count` units with the smallest L2 norms, as whole kernel slices.
+
+    Ties: the lower unit index is pruned first, as for single weights.
+    """
+    return columns(kernel.shape, smallest_positions(unit_norms(kernel), count))
+
+
+def global_unit_cut(
+    norms: Sequence[np.ndarray], total_prune: int, caps: Sequence[int]
+) -> GlobalCut:
+    """One ranking of units by norm over several layers, each giving up at most `caps[i]` units."""
+    return global_cut(lambda i: norms[i], [n.size for n in norms], total_prune, caps)
+
+
+def global_unit_positions(
+    kernel: np.ndarray, norms: np.ndarray, index: int, selection: GlobalCut
+) -> np.ndarray:
+    """Layer `index`'s share of a global unit selection, as whole kernel slices."""
+    return columns(kernel.shape, global_positions(norms, index, selection))
+
+
+def zero_units(values: np.ndarray, chosen: np.ndarray) -> int:
+    """Zero the chosen slices in place; returns how many units were chosen."""
+    values[chosen] = 0
+    return int(chosen.reshape(-1, values.shape[-1])[0].sum()) if values.size else 0
+
+
 def count_zeros(values: Iterable[np.ndarray]) -> int:
     return sum(int(np.count_nonzero(np.asarray(v) == 0)) for v in values)

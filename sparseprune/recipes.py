@@ -20,6 +20,10 @@ else:  # pragma: no cover
 
 Scope = Literal["layer", "global"]
 SCOPES = ("layer", "global")
+# "weights": single weights by magnitude; "units": whole output units/filters by the L2 norm of
+# their incoming kernel slice, then removed by shrink (fewer units = faster predictions).
+Structure = Literal["weights", "units"]
+STRUCTURES = ("weights", "units")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class PruneSpec:
     include_bias: bool = False
     include_unknown: bool = False
     keep_optimizer: bool = False
+    structure: Structure = "weights"
 
     def rule(self, layer: str) -> LayerRule:
         return self.rules.get(layer, LayerRule())
@@ -62,6 +67,7 @@ class PruneSpec:
             raise InputError("'pattern' fixes the sparsity at N/M; drop 'target'.")
         if self.pattern is not None and self.scope == "global":
             raise InputError("'pattern' works per tensor; use scope 'layer'.")
+        _check_structure(self)
         has_rule_target = any(r.target is not None for r in self.rules.values())
         if (
             all(v is None for v in (self.target, self.threshold, self.pattern, self.mask))
@@ -84,6 +90,7 @@ RECIPE_KEYS = {
     "include_bias",
     "include_unknown",
     "keep_optimizer",
+    "structure",
     "layer",
 }
 RULE_KEYS = {"target", "max_sparsity"}
@@ -114,6 +121,7 @@ def load_recipe(path: str | Path) -> PruneSpec:
         "include_bias": _flag(data, "include_bias"),
         "include_unknown": _flag(data, "include_unknown"),
         "keep_optimizer": _flag(data, "keep_optimizer"),
+        "structure": _text(data, "structure") or "weights",
         "rules": _rules(data.get("layer", {})),
     }
     mask = _text(data, "mask")
@@ -179,6 +187,20 @@ def _rules(table: Any) -> dict[str, LayerRule]:
             max_sparsity=_number(section, "max_sparsity", f"layer.{name}."),
         )
     return rules
+
+
+def _check_structure(spec: PruneSpec) -> None:
+    """Units are chosen by norm at a fraction; single-weight rules would leave units half-pruned."""
+    if spec.structure not in STRUCTURES:
+        raise InputError(f"'structure' must be 'weights' or 'units', got {spec.structure!r}.")
+    if spec.structure != "units":
+        return
+    for key in ("threshold", "pattern", "mask"):
+        if getattr(spec, key) is not None:
+            raise InputError(
+                f"'{key}' prunes single weights; structure 'units' takes 'target' (and per-layer "
+                "target / max_sparsity as fractions of units)."
+            )
 
 
 def _fraction(key: str, value: float | None, upper_inclusive: bool = False) -> None:

@@ -17,9 +17,13 @@ from sparseprune.errors import InputError
 from sparseprune.masks import (
     global_cut,
     global_positions,
+    global_unit_cut,
+    global_unit_positions,
     n_of_m_positions,
     prune_count,
     smallest_positions,
+    unit_norms,
+    unit_positions,
 )
 from sparseprune.stats import exact_threshold
 
@@ -107,7 +111,7 @@ class TensorRule:
     """How one tensor is pruned during training (built from the one-shot plan)."""
 
     name: str
-    method: str  # "target" | "global" | "pattern" | "mask" | "threshold"
+    method: str  # "target" | "global" | "pattern" | "mask" | "threshold" | "units" | "global_units"
     target: float | None = None
     cap: float | None = None
     fixed: np.ndarray | None = None  # from --mask: 0 = pruned, kept fixed through training
@@ -132,6 +136,9 @@ def pruned_positions(
         if rule.method == "target" and rule.target is not None:
             kept = np.where(below, 0, current)
             chosen = smallest_positions(kept, prune_count(current.size, progress(rule.target)))
+        elif rule.method == "units" and rule.target is not None:
+            count = prune_count(current.shape[-1], progress(rule.target))
+            chosen = unit_positions(current, count)
         elif rule.method == "pattern" and rules.pattern is not None:
             zeros, group = rules.pattern
             chosen = n_of_m_positions(current, zeros, group, axis=-2)
@@ -141,7 +148,28 @@ def pruned_positions(
             chosen = np.zeros(current.shape, dtype=bool)
         out[rule.name] = chosen | below
     out.update(_global_positions(values, rules, progress))
+    out.update(_global_unit_positions(values, rules, progress))
     return out
+
+
+def _global_unit_positions(
+    values: dict[str, np.ndarray], rules: MaskRules, progress: Callable[[float], float]
+) -> dict[str, np.ndarray]:
+    """Whole units ranked by norm over every pooled layer, at the scheduled fraction of units."""
+    pooled = [r for r in rules.rules if r.method == "global_units"]
+    if not pooled or rules.target is None:
+        return {}
+    norms = [unit_norms(values[r.name]) for r in pooled]
+    caps = [
+        prune_count(n.size, r.cap) if r.cap is not None else n.size
+        for n, r in zip(norms, pooled, strict=True)
+    ]
+    total = prune_count(sum(n.size for n in norms), progress(rules.target))
+    selection = global_unit_cut(norms, total, caps)
+    return {
+        r.name: global_unit_positions(values[r.name], norms[i], i, selection)
+        for i, r in enumerate(pooled)
+    }
 
 
 def _global_positions(

@@ -28,6 +28,11 @@ class Scope(str, Enum):
     global_ = "global"
 
 
+class Structure(str, Enum):
+    weights = "weights"
+    units = "units"
+
+
 class Method(str, Enum):
     mask = "mask"
     tfmot = "tfmot"
@@ -59,6 +64,12 @@ def prune(
     ] = None,
     scope: Annotated[
         Scope | None, typer.Option(help="layer: each tensor to --target; global: one threshold.")
+    ] = None,
+    structure: Annotated[
+        Structure | None,
+        typer.Option(
+            help="weights: single weights; units: whole units/filters by L2 norm, then shrink."
+        ),
     ] = None,
     layers: Annotated[str | None, typer.Option(help="Only layers matching this regex.")] = None,
     exclude: Annotated[str | None, typer.Option(help="Skip layers matching this regex.")] = None,
@@ -134,6 +145,7 @@ def prune(
                 "target": target,
                 "threshold": threshold,
                 "scope": scope.value if scope else None,
+                "structure": structure.value if structure else None,
                 "layers": layers,
                 "exclude": exclude,
                 "pattern": parse_pattern(pattern) if pattern else None,

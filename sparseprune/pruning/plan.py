@@ -9,10 +9,11 @@ import numpy as np
 
 from sparseprune.errors import InputError, describe
 from sparseprune.formats import ModelFile, TensorInfo
+from sparseprune.graph import build_graph
 from sparseprune.inspection import compile_layer_regex
 from sparseprune.masks import prune_count
 from sparseprune.recipes import PruneSpec
-from sparseprune.registry import is_known
+from sparseprune.registry import UNIT_KERNELS, is_known
 from sparseprune.training import MaskRules, TensorRule
 
 
@@ -21,7 +22,8 @@ class TensorPlan:
     """What happens to one tensor. `method` is None for tensors left exactly as they are."""
 
     tensor: TensorInfo
-    method: str | None = None  # "target" | "global" | "threshold" | "pattern" | "mask"
+    # "target" | "global" | "threshold" | "pattern" | "mask" | "units" | "global_units"
+    method: str | None = None
     target: float | None = None
     cap: float | None = None
     mask: np.ndarray | None = None
@@ -52,6 +54,23 @@ class Plan:
             for p in self.pooled
         ]
 
+    @property
+    def unit_pooled(self) -> list[TensorPlan]:
+        """Unit kernels ranked together (global scope, structure units)."""
+        return [p for p in self.tensors if p.method == "global_units"]
+
+    def global_unit_count(self) -> int:
+        """Units to remove over the pool: TFMOT's round rule on the pooled unit count."""
+        total = sum(p.tensor.shape[-1] for p in self.unit_pooled)
+        return prune_count(total, self.spec.target or 0.0)
+
+    def global_unit_caps(self) -> list[int]:
+        """Per-layer caps (`--set` / max_sparsity) as counts of units."""
+        return [
+            prune_count(p.tensor.shape[-1], p.cap) if p.cap is not None else p.tensor.shape[-1]
+            for p in self.unit_pooled
+        ]
+
 
 def mask_rules(plan: Plan) -> MaskRules:
     """The plan as rules a trainer applies at every schedule step."""
@@ -65,13 +84,16 @@ def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:
     selected = _selected(tensors, spec)
     _check_rule_names(model, spec)
     masks = _load_masks(spec.mask, tensors) if spec.mask else {}
+    outputs = _output_layers(model) if spec.structure == "units" else set()
     plans = []
     for tensor in tensors:
         plan = TensorPlan(tensor)
         if tensor.path in selected:
-            reason = _ineligible(tensor, spec)
+            reason = _ineligible(tensor, spec) or _not_unit_prunable(tensor, spec, outputs)
             if reason:
                 plan.skip_reason = reason
+            elif spec.structure == "units":
+                _assign_target(plan, spec, "units", "global_units")
             else:
                 _assign(plan, spec, masks)
         plans.append(plan)
@@ -117,8 +139,38 @@ def _ineligible(tensor: TensorInfo, spec: PruneSpec) -> str | None:
     return "not prunable by default"
 
 
+def _output_layers(model: ModelFile) -> set[str]:
+    """Layers whose outputs are the model's: their units cannot be removed, only silenced."""
+    return build_graph(model.config).outputs if model.config else set()
+
+
+def _not_unit_prunable(tensor: TensorInfo, spec: PruneSpec, outputs: set[str]) -> str | None:
+    """Structure units prunes the output-unit kernels of the classes shrink can remove."""
+    if spec.structure != "units":
+        return None
+    if UNIT_KERNELS.get(tensor.layer_class or "") != tensor.role:
+        return f"{tensor.layer_class or '?'} {tensor.role} has no output units to remove"
+    if tensor.layer in outputs:
+        return "its units are the model's outputs (structure units keeps them)"
+    return None
+
+
+def _assign_target(plan: TensorPlan, spec: PruneSpec, own: str, pooled: str) -> None:
+    """A per-layer or layer-scope target gives method `own`; global scope joins the `pooled`
+    ranking. Per-layer `max_sparsity` caps either."""
+    rule = spec.rule(plan.tensor.layer)
+    plan.cap = rule.max_sparsity
+    if rule.target is not None or (spec.target is not None and spec.scope == "layer"):
+        target = rule.target if rule.target is not None else spec.target
+        plan.target = min(target, rule.max_sparsity) if rule.max_sparsity is not None else target
+        plan.method = own
+    elif spec.target is not None:
+        plan.method = pooled
+        plan.target = spec.target
+
+
 def _assign(plan: TensorPlan, spec: PruneSpec, masks: dict[str, np.ndarray]) -> None:
-    tensor, rule = plan.tensor, spec.rule(plan.tensor.layer)
+    tensor = plan.tensor
     if spec.mask is not None:
         plan.mask = masks.get(tensor.path)
         plan.method = "mask" if plan.mask is not None else ("threshold" if spec.threshold else None)
@@ -132,15 +184,8 @@ def _assign(plan: TensorPlan, spec: PruneSpec, masks: dict[str, np.ndarray]) -> 
             return
         plan.method = "pattern"
         return
-    plan.cap = rule.max_sparsity
-    if rule.target is not None or (spec.target is not None and spec.scope == "layer"):
-        target = rule.target if rule.target is not None else spec.target
-        plan.target = min(target, rule.max_sparsity) if rule.max_sparsity is not None else target
-        plan.method = "target"
-    elif spec.target is not None:
-        plan.method = "global"
-        plan.target = spec.target
-    elif spec.threshold is not None:
+    _assign_target(plan, spec, "target", "global")
+    if plan.method is None and spec.threshold is not None:
         plan.method = "threshold"
 
 

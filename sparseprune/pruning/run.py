@@ -5,6 +5,7 @@ Every figure in the result is measured by reading the written file back.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from sparseprune.masks import (
     zero_by_mask,
     zero_smallest,
 )
+from sparseprune.pruning import structured
 from sparseprune.pruning.plan import Plan, TensorPlan, make_plan
 from sparseprune.pruning.train import run_training
 from sparseprune.recipes import PruneSpec
@@ -49,6 +51,8 @@ class TensorOutcome:
     zeros_after: int = 0
     expected_zeros: int | None = None
     skip_reason: str | None = None
+    units_pruned: int | None = None  # structure units: units chosen (whole slices zeroed)
+    units_zero_after: int | None = None  # all-zero units measured in the zeroed file
 
 
 @dataclass
@@ -64,6 +68,7 @@ class PruneResult:
     failures: list[str] = field(default_factory=list)
     verification: dict | None = None
     training: dict | None = None
+    shrink: dict | None = None  # structure units: shrink's units/params/MACs before and after
 
     @property
     def pruned(self) -> list[TensorOutcome]:
@@ -102,23 +107,67 @@ def prune_model(
     """
     source, target = Path(source), Path(output)
     check_output_path(target, force, (source,))
+    job = _Job(source, spec, label, out_label, on_tensor, method, train, unsafe, on_epoch)
+    if spec.structure == "units":
+        return _prune_units(job, target, force)
+    return _prune_to(job, target)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """`prune_model`'s request, passed whole to the steps that write a file."""
+
+    source: Path
+    spec: PruneSpec
+    label: str | None
+    out_label: str | None
+    on_tensor: Callable[[TensorInfo], None] | None
+    method: str
+    train: TrainSpec | None
+    unsafe: bool
+    on_epoch: Callable[[dict], None] | None
+
+
+def _prune_units(job: _Job, target: Path, force: bool) -> PruneResult:
+    """Zero whole units into a scratch file (checked like any prune), then shrink into `target`.
+
+    Checked before any work, so a long fine-tune never ends in a file shrink cannot write.
+    """
+    with open_model(job.source, job.label) as model:
+        structured.check_request(model, target, job.method)
+    with tempfile.TemporaryDirectory(prefix="sparseprune-units-") as scratch:
+        zeroed = Path(scratch) / f"zeroed{_suffix(target)}"
+        result = _prune_to(job, zeroed)
+        shrunk = structured.shrink_into(zeroed, target, force, str(job.label or job.source))
+    result.output = str(job.out_label or target)
+    result.output_size = shrunk.output_size
+    result.bound_bytes = structured.bound_bytes(target)
+    result.shrink = structured.shrink_summary(shrunk)
+    result.failures += [f"shrink: {failure}" for failure in shrunk.failures]
+    return result
+
+
+def _prune_to(job: _Job, target: Path) -> PruneResult:
+    """Plan, (train,) write `target` atomically, re-read and check it."""
+    source, spec, label, method, train = job.source, job.spec, job.label, job.method, job.train
     with open_model(source, label) as model:
         target_format = _target_format(model, target)
         plan = make_plan(model, spec)
         outcomes = {p.tensor.path: _outcome(p) for p in plan.tensors}
         training = None
         if train is not None or method != "mask":
-            training = run_training(str(source), plan, method, train, unsafe, on_epoch)
+            training = run_training(str(source), plan, method, train, job.unsafe, job.on_epoch)
             transform = _trained_transform(plan, outcomes, training.weights)
         else:
-            transform = _transform(plan, outcomes, _global_selection(model, plan))
+            pool = structured.UnitPool(model, plan) if plan.unit_pooled else None
+            transform = _transform(plan, outcomes, _global_selection(model, plan), pool)
         with atomic_path(target) as temp:
             if target_format == model.format:
-                write_model(model, temp, transform, not spec.keep_optimizer, on_tensor)
+                write_model(model, temp, transform, not spec.keep_optimizer, job.on_tensor)
             else:
-                convert_model(model, temp, target_format, transform, on_tensor)
+                convert_model(model, temp, target_format, transform, job.on_tensor)
         result = PruneResult(
-            str(label or source), str(out_label or target), model.format, model.size
+            str(label or source), str(job.out_label or target), model.format, model.size
         )
         result.optimizer = _optimizer_state(model, spec)
         result.tensors = list(outcomes.values())
@@ -172,7 +221,12 @@ def _global_selection(model: ModelFile, plan: Plan) -> GlobalCut | None:
     )
 
 
-def _transform(plan: Plan, outcomes: dict[str, TensorOutcome], selection: GlobalCut | None):
+def _transform(
+    plan: Plan,
+    outcomes: dict[str, TensorOutcome],
+    selection: GlobalCut | None,
+    pool: structured.UnitPool | None = None,
+):
     by_path = {p.tensor.path: p for p in plan.tensors}
     pool_index = {p.tensor.path: i for i, p in enumerate(plan.pooled)}
 
@@ -196,6 +250,8 @@ def _transform(plan: Plan, outcomes: dict[str, TensorOutcome], selection: Global
             zero_by_mask(values, item.mask)
         elif item.method == "threshold":
             outcome.expected_zeros = prepared_zeros
+        elif item.method in structured.UNIT_METHODS:
+            outcome.units_pruned = structured.apply_units(item, values, pool)
         return values
 
     return transform
@@ -216,6 +272,8 @@ def _trained_transform(plan: Plan, outcomes: dict[str, TensorOutcome], weights: 
             )
         if item.method == "target" and item.target is not None:
             outcome.expected_zeros = prune_count(values.size, item.target)
+        if item.method == "units" and item.target is not None:
+            outcome.units_pruned = prune_count(values.shape[-1], item.target)
         trained = trained.astype(values.dtype, copy=True)
         trained[trained == 0] = (
             0  # masks applied by multiplication leave -0.0, which compresses worse
@@ -250,10 +308,16 @@ def _measure_and_verify(
                 values.size, values.size - outcome.zeros_after, values.dtype.itemsize * 8
             )
             item = by_name[tensor.name]
+            if item.method in structured.UNIT_METHODS:
+                outcome.units_zero_after = structured.zero_units_count(values)
             if trained and item.method is None:
                 continue  # training changes every weight; only the pruning rules are checked
             result.failures += _check_tensor(model, item, outcome, values, plan)
-    result.failures += _check_pool(plan, {t.tensor.path: t for t in result.tensors})
+    by_path = {t.tensor.path: t for t in result.tensors}
+    result.failures += _check_pool(plan, by_path)
+    chosen = {path: t.units_pruned for path, t in by_path.items()}
+    after = {path: t.units_zero_after or 0 for path, t in by_path.items()}
+    result.failures += structured.check_pool(plan, chosen, after)
 
 
 def _check_tensor(
@@ -273,7 +337,7 @@ def _check_tensor(
             return [f"{name}: a group of {group} has fewer than {zeros} zeros."]
     if item.method == "mask" and item.mask is not None and (values[item.mask == 0] != 0).any():
         return [f"{name}: a masked weight is not zero."]
-    return []
+    return structured.check_units(name, outcome.units_pruned, values)
 
 
 def _check_pool(plan: Plan, outcomes: dict[str, TensorOutcome]) -> list[str]:

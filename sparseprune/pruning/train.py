@@ -75,6 +75,8 @@ def _run_tfmot(
     unsafe: bool,
     on_epoch: Callable[[dict], None] | None,
 ) -> Training:
+    if plan.spec.structure == "units":
+        raise InputError("--structure units needs --method mask (TFMOT prunes single weights).")
     if plan.pooled or any(p.method in ("mask", "threshold") for p in plan.pruned):
         raise InputError(
             "--method tfmot prunes each tensor to its own target (layer scope, per-layer "

@@ -34,6 +34,8 @@ def result_dict(result: PruneResult) -> dict[str, Any]:
                 "zeros_before": t.zeros_before,
                 "zeros_after": t.zeros_after,
                 "sparsity": t.zeros_after / t.tensor.params if t.tensor.params else 0.0,
+                "units_pruned": t.units_pruned,
+                "units_zero_after": t.units_zero_after,
             }
             for t in result.pruned
         ],
@@ -45,6 +47,7 @@ def result_dict(result: PruneResult) -> dict[str, Any]:
         "checks": {"passed": not result.failures, "failures": result.failures},
         "verification": result.verification,
         "training": result.training,
+        "shrink": result.shrink,
     }
 
 
@@ -86,8 +89,21 @@ def print_result(console: Console, result: PruneResult) -> None:
         )
     if result.training:
         console.print(training_line(result.training))
+    if result.shrink:
+        console.print(shrink_line(result.shrink))
     for failure in result.failures:
         console.print(f"[bold red]check failed:[/] {escape(failure)}")
+
+
+def shrink_line(shrink: dict) -> str:
+    """'shrunk: units 202 -> 101, params 17,226 -> 6,000, MACs ...' (totals of shrink's report)."""
+    totals = shrink["totals"]
+
+    def pair(key: str) -> str:
+        before, after = totals.get(f"{key}_before"), totals.get(f"{key}_after")
+        return "?" if before is None or after is None else f"{before:,} -> {after:,}"
+
+    return f"shrunk: units {pair('units')}, params {pair('params')}, MACs {pair('macs')}"
 
 
 def training_line(training: dict) -> str:
