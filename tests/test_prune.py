@@ -385,3 +385,36 @@ def test_stdin_needs_output(tmp_path: Path) -> None:
 def test_library_rejects_bad_spec() -> None:
     with pytest.raises(InputError):
         PruneSpec(target=0.5, pattern=(2, 4)).validate()
+
+
+def test_keras_bomb_guards_make_the_writer_store(tmp_path: Path, monkeypatch) -> None:
+    """Where stock Keras would refuse a member or dataset as a decompression bomb, it is stored
+    uncompressed instead (guards lowered here so a small, very sparse model trips them)."""
+    import zipfile
+
+    import h5py
+
+    import sparseprune.formats.writer as writer
+
+    monkeypatch.setattr(writer, "KERAS_ZIP_FLOOR", 1000)
+    monkeypatch.setattr(writer, "KERAS_ZIP_RATIO", 8)  # config.json compresses ~5x: stays DEFLATEd
+    out = tmp_path / "z.keras"
+    prune_json(str(MLP), "-o", str(out), "--target", "0.99")
+    with zipfile.ZipFile(out) as archive:
+        weights = archive.getinfo("model.weights.h5")
+        assert weights.compress_type == zipfile.ZIP_STORED  # would expand over 8x
+        assert archive.getinfo("config.json").compress_type == zipfile.ZIP_DEFLATED
+    monkeypatch.setattr(writer, "KERAS_H5_FLOOR", 1000)
+    monkeypatch.setattr(writer, "KERAS_H5_RATIO", 5)
+    target = tmp_path / "z.h5"
+    prune_json(str(SAMPLES / "mlp.h5"), "-o", str(target), "--target", "0.99")
+    with h5py.File(target) as f:
+        kernel = f["model_weights/hidden1"]
+        dataset = next(kernel[name] for name in _datasets(kernel) if name.endswith("kernel"))
+        assert dataset.compression is None  # 99% zeros would exceed the lowered 5x guard
+
+
+def _datasets(group) -> list[str]:
+    names: list[str] = []
+    group.visit(lambda name: names.append(name))
+    return names
