@@ -32,6 +32,13 @@ class Dataset:
         return self.x, self.y
 
 
+def validation_metrics(model, data: Dataset) -> dict[str, float]:
+    """Loss and metrics of a compiled model on the validation split (before/after summaries)."""
+    x, y = data.validation
+    results = model.evaluate(x, y, verbose=0, return_dict=True)
+    return {key: float(value) for key, value in results.items()}
+
+
 def load_dataset(path: str | Path) -> Dataset:
     """`x`, `y` (or `x_train`, `y_train`) and optional `x_val`, `y_val` (or `x_test`, `y_test`)."""
     arrays = read_npz(path)

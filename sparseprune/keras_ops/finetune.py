@@ -17,7 +17,7 @@ import numpy as np
 
 from sparseprune.errors import InputError
 from sparseprune.keras_ops.compile import compile_for_training
-from sparseprune.keras_ops.data import Dataset, load_dataset
+from sparseprune.keras_ops.data import load_dataset, validation_metrics
 from sparseprune.keras_ops.loading import load_keras_model
 from sparseprune.keras_ops.naming import weights_by_file_name
 from sparseprune.training import (
@@ -57,7 +57,7 @@ def finetune_with_masks(
         compile_for_training(model, model_path, train, data)
     variables = weights_by_file_name(model)
     _check_rules(rules, variables)
-    before = _evaluate(model, data)
+    before = validation_metrics(model, data)
     callback = _mask_callback(model, variables, rules, train, steps, progress)
     _seed(model, train.seed)
     model.fit(
@@ -69,7 +69,7 @@ def finetune_with_masks(
         callbacks=[callback],
         shuffle=True,
     )
-    after = _evaluate(model, data)
+    after = validation_metrics(model, data)
     weights = {name: np.asarray(variable.numpy()) for name, variable in variables.items()}
     return FinetuneResult(weights, before, after, callback.seconds_per_epoch, steps)
 
@@ -81,12 +81,6 @@ def _check_rules(rules: MaskRules, variables: dict[str, Any]) -> None:
             f"the loaded model has no weight named {missing[0]}; its weights are: "
             f"{', '.join(list(variables)[:12])}."
         )
-
-
-def _evaluate(model: Any, data: Dataset) -> dict[str, float]:
-    x, y = data.validation
-    results = model.evaluate(x, y, verbose=0, return_dict=True)
-    return {key: float(value) for key, value in results.items()}
 
 
 def _mask_callback(model, variables, rules, train, steps, progress):

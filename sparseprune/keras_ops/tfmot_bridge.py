@@ -30,7 +30,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 
 from sparseprune.errors import InputError
 from sparseprune.keras_ops.compile import compile_for_training
-from sparseprune.keras_ops.data import Dataset, load_dataset
+from sparseprune.keras_ops.data import Dataset, load_dataset, validation_metrics
 from sparseprune.keras_ops.loading import load_keras_model
 from sparseprune.keras_ops.naming import named_weights
 from sparseprune.keras_ops.tfmot_translate import (
@@ -290,7 +290,7 @@ def _fine_tune(
     train = request.train
     assert train is not None and steps is not None
     compile_for_training(twin, request.model, train, data)
-    before = _evaluate(twin, data)
+    before = validation_metrics(twin, data)
     compile_for_training(wrapped, request.model, train, data)
     timer = EpochTimer(wrapped, train.epochs, progress)
     tf_keras.utils.set_random_seed(train.seed)
@@ -309,7 +309,7 @@ def _fine_tune(
     compile_for_training(stripped, request.model, train, data)
     return stripped, {
         "before": before,
-        "after": _evaluate(stripped, data),
+        "after": validation_metrics(stripped, data),
         "seconds_per_epoch": timer.seconds_per_epoch,
         "steps": {"begin": steps.begin, "end": steps.end, "frequency": steps.frequency},
     }
@@ -322,12 +322,6 @@ def _update_masks(wrapped: Any, step: int) -> None:
         wrapper.pruning_step.assign(step)
         wrapper.pruning_obj.conditional_mask_update()
         wrapper.pruning_obj.weight_mask_op()
-
-
-def _evaluate(model: Any, data: Dataset) -> dict[str, float]:
-    x, y = data.validation
-    results = model.evaluate(x, y, verbose=0, return_dict=True)
-    return {key: float(value) for key, value in results.items()}
 
 
 class EpochTimer(tf_keras.callbacks.Callback):
