@@ -226,5 +226,79 @@ def zero_units(values: np.ndarray, chosen: np.ndarray) -> int:
     return int(chosen.reshape(-1, values.shape[-1])[0].sum()) if values.size else 0
 
 
+Block = tuple[int, int]  # (rows, columns) of a 2-D kernel, e.g. (4, 1) for a Keras Dense kernel
+POOLINGS = ("avg", "max")
+
+
+def block_grid(shape: tuple[int, ...], block: Block) -> tuple[int, int]:
+    """Blocks along each axis; a partial block at the end counts as one (TFMOT pads)."""
+    return -(-shape[0] // block[0]), -(-shape[1] // block[1])
+
+
+def _window_starts(size: int, step: int) -> np.ndarray:
+    """Where TFMOT's pooling windows start: `tf.nn.pool(padding="SAME")` puts half of the
+    padding (rounded down) before the first window, so scores of a size that is not a multiple
+    of the block are taken over windows shifted by that much (clipped to the tensor)."""
+    count = -(-size // step)
+    before = (count * step - size) // 2
+    return np.maximum(np.arange(count) * step - before, 0)
+
+
+def _pool_axis(values: np.ndarray, step: int, axis: int, pooling: str) -> np.ndarray:
+    starts = _window_starts(values.shape[axis], step)
+    if pooling == "max":
+        return np.maximum.reduceat(values, starts, axis=axis)
+    sums = np.add.reduceat(values, starts, axis=axis)
+    counts = np.diff(np.append(starts, values.shape[axis]))  # padding is not averaged in
+    shape = [1, 1]
+    shape[axis] = counts.size
+    return sums / counts.reshape(shape)
+
+
+def block_scores(kernel: np.ndarray, block: Block, pooling: str = "avg") -> np.ndarray:
+    """Each block's mean (or max) |w|, as TFMOT's factorized pooling computes it: float32 keys
+    that share the weights' deterministic order (NaN is never pruned)."""
+    magnitude = np.abs(np.asarray(kernel, dtype=np.float64))
+    pooled = _pool_axis(_pool_axis(magnitude, block[0], 0, pooling), block[1], 1, pooling)
+    return pooled.astype(np.float32)
+
+
+def expand_blocks(chosen: np.ndarray, block: Block, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-block booleans spread over aligned blocks from (0, 0), cut to `shape` (TFMOT's
+    expand_tensor + slice: the last block along an axis may be partial)."""
+    spread = np.repeat(np.repeat(chosen, block[0], axis=0), block[1], axis=1)
+    return np.ascontiguousarray(spread[: shape[0], : shape[1]])
+
+
+def block_positions(kernel: np.ndarray, block: Block, count: int, pooling: str = "avg"):
+    """Boolean mask of the `count` blocks with the smallest scores (ties: lower block first)."""
+    scores = block_scores(kernel, block, pooling)
+    return expand_blocks(smallest_positions(scores, count), block, kernel.shape)
+
+
+def global_block_cut(
+    scores: Sequence[np.ndarray], total_prune: int, caps: Sequence[int]
+) -> GlobalCut:
+    """One ranking of blocks by score over several kernels, each giving up at most `caps[i]`."""
+    return global_cut(lambda i: scores[i], [s.size for s in scores], total_prune, caps)
+
+
+def global_block_positions(
+    kernel: np.ndarray, scores: np.ndarray, index: int, selection: GlobalCut, block: Block
+) -> np.ndarray:
+    """Kernel `index`'s share of a global block selection, as whole blocks."""
+    return expand_blocks(global_positions(scores, index, selection), block, kernel.shape)
+
+
+def zero_blocks(values: np.ndarray, block: Block) -> tuple[int, int]:
+    """(all-zero blocks, blocks) over aligned blocks from (0, 0); a partial end block counts
+    when its weights are all zero."""
+    rows, cols = block_grid(values.shape, block)
+    padded = np.ones((rows * block[0], cols * block[1]), dtype=bool)
+    padded[: values.shape[0], : values.shape[1]] = values == 0
+    tiles = padded.reshape(rows, block[0], cols, block[1])
+    return int(tiles.all(axis=(1, 3)).sum()), rows * cols
+
+
 def count_zeros(values: Iterable[np.ndarray]) -> int:
     return sum(int(np.count_nonzero(np.asarray(v) == 0)) for v in values)
