@@ -24,6 +24,10 @@ SCOPES = ("layer", "global")
 # their incoming kernel slice, then removed by shrink (fewer units = faster predictions).
 Structure = Literal["weights", "units"]
 STRUCTURES = ("weights", "units")
+# How a block's weights are summarised for ranking (TFMOT's block_pooling_type, lower case).
+BlockPooling = Literal["avg", "max"]
+BLOCK_POOLINGS = ("avg", "max")
+MAX_BLOCK_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,10 @@ class PruneSpec:
     include_unknown: bool = False
     keep_optimizer: bool = False
     structure: Structure = "weights"
+    # (rows, columns) of a 2-D kernel as Keras stores it: (4, 1) is 4 consecutive inputs of one
+    # output unit of a Dense kernel (in, out), TFLite's 1x4 block in its (out, in) layout.
+    block: tuple[int, int] | None = None
+    block_pooling: BlockPooling = "avg"
 
     def rule(self, layer: str) -> LayerRule:
         return self.rules.get(layer, LayerRule())
@@ -68,6 +76,7 @@ class PruneSpec:
         if self.pattern is not None and self.scope == "global":
             raise InputError("'pattern' works per tensor; use scope 'layer'.")
         _check_structure(self)
+        _check_block(self)
         has_rule_target = any(r.target is not None for r in self.rules.values())
         if (
             all(v is None for v in (self.target, self.threshold, self.pattern, self.mask))
@@ -91,6 +100,8 @@ RECIPE_KEYS = {
     "include_unknown",
     "keep_optimizer",
     "structure",
+    "block",
+    "block_pooling",
     "layer",
 }
 RULE_KEYS = {"target", "max_sparsity"}
@@ -122,6 +133,8 @@ def load_recipe(path: str | Path) -> PruneSpec:
         "include_unknown": _flag(data, "include_unknown"),
         "keep_optimizer": _flag(data, "keep_optimizer"),
         "structure": _text(data, "structure") or "weights",
+        "block": parse_block(data["block"], "block") if "block" in data else None,
+        "block_pooling": _text(data, "block_pooling") or "avg",
         "rules": _rules(data.get("layer", {})),
     }
     mask = _text(data, "mask")
@@ -170,6 +183,23 @@ def parse_pattern(value: Any, key: str = "--pattern") -> tuple[int, int]:
     return zeros, group
 
 
+def parse_block(value: Any, key: str = "--block") -> tuple[int, int]:
+    """'RxC' (or a TOML [R, C]) -> (R, C): rows x columns of the Keras kernel, e.g. 4x1."""
+    if isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value):
+        rows, cols = value
+    else:
+        text = str(value).lower().replace("×", "x")
+        parts = text.split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise InputError(f"'{key}' must look like RxC (e.g. 4x1), got '{value}'.")
+        rows, cols = (int(p) for p in parts)
+    if not (1 <= rows <= MAX_BLOCK_SIDE and 1 <= cols <= MAX_BLOCK_SIDE):
+        raise InputError(f"'{key}' needs sides from 1 to {MAX_BLOCK_SIDE}, got '{value}'.")
+    if rows * cols == 1:
+        raise InputError(f"'{key}' 1x1 is single weights; drop it (or use e.g. 4x1).")
+    return rows, cols
+
+
 def _rules(table: Any) -> dict[str, LayerRule]:
     if not isinstance(table, dict):
         raise InputError("'layer' must be a table of [layer.NAME] sections.")
@@ -200,6 +230,22 @@ def _check_structure(spec: PruneSpec) -> None:
             raise InputError(
                 f"'{key}' prunes single weights; structure 'units' takes 'target' (and per-layer "
                 "target / max_sparsity as fractions of units)."
+            )
+
+
+def _check_block(spec: PruneSpec) -> None:
+    """Blocks are ranked at a target fraction of blocks; single-weight rules would break them."""
+    if spec.block_pooling not in BLOCK_POOLINGS:
+        raise InputError(f"'block_pooling' must be 'avg' or 'max', got {spec.block_pooling!r}.")
+    if spec.block is None:
+        return
+    if spec.structure == "units":
+        raise InputError("'block' and structure 'units' are different structures; pick one.")
+    for key in ("threshold", "pattern", "mask"):
+        if getattr(spec, key) is not None:
+            raise InputError(
+                f"'{key}' prunes single weights; 'block' takes 'target' (and per-layer target / "
+                "max_sparsity as fractions of blocks)."
             )
 
 

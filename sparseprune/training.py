@@ -15,6 +15,10 @@ import numpy as np
 
 from sparseprune.errors import InputError
 from sparseprune.masks import (
+    block_scores,
+    expand_blocks,
+    global_block_cut,
+    global_block_positions,
     global_cut,
     global_positions,
     global_unit_cut,
@@ -111,7 +115,9 @@ class TensorRule:
     """How one tensor is pruned during training (built from the one-shot plan)."""
 
     name: str
-    method: str  # "target" | "global" | "pattern" | "mask" | "threshold" | "units" | "global_units"
+    # "target" | "global" | "pattern" | "mask" | "threshold" | "units" | "global_units"
+    # | "blocks" | "global_blocks"
+    method: str
     target: float | None = None
     cap: float | None = None
     fixed: np.ndarray | None = None  # from --mask: 0 = pruned, kept fixed through training
@@ -123,6 +129,8 @@ class MaskRules:
     target: float | None = None  # the global target (global scope)
     threshold: float | None = None
     pattern: tuple[int, int] | None = None
+    block: tuple[int, int] | None = None  # (rows, columns) of a 2-D kernel
+    block_pooling: str = "avg"
 
 
 def pruned_positions(
@@ -139,6 +147,10 @@ def pruned_positions(
         elif rule.method == "units" and rule.target is not None:
             count = prune_count(current.shape[-1], progress(rule.target))
             chosen = unit_positions(current, count)
+        elif rule.method == "blocks" and rule.target is not None and rules.block is not None:
+            scores = block_scores(current, rules.block, rules.block_pooling)
+            count = prune_count(scores.size, progress(rule.target))
+            chosen = expand_blocks(smallest_positions(scores, count), rules.block, current.shape)
         elif rule.method == "pattern" and rules.pattern is not None:
             zeros, group = rules.pattern
             chosen = n_of_m_positions(current, zeros, group, axis=-2)
@@ -149,7 +161,29 @@ def pruned_positions(
         out[rule.name] = chosen | below
     out.update(_global_positions(values, rules, progress))
     out.update(_global_unit_positions(values, rules, progress))
+    out.update(_global_block_positions(values, rules, progress))
     return out
+
+
+def _global_block_positions(
+    values: dict[str, np.ndarray], rules: MaskRules, progress: Callable[[float], float]
+) -> dict[str, np.ndarray]:
+    """Whole blocks ranked by score over every pooled kernel, at the scheduled fraction."""
+    pooled = [r for r in rules.rules if r.method == "global_blocks"]
+    if not pooled or rules.target is None or rules.block is None:
+        return {}
+    block = rules.block
+    scores = [block_scores(values[r.name], block, rules.block_pooling) for r in pooled]
+    caps = [
+        prune_count(s.size, r.cap) if r.cap is not None else s.size
+        for s, r in zip(scores, pooled, strict=True)
+    ]
+    total = prune_count(sum(s.size for s in scores), progress(rules.target))
+    selection = global_block_cut(scores, total, caps)
+    return {
+        r.name: global_block_positions(values[r.name], scores[i], i, selection, block)
+        for i, r in enumerate(pooled)
+    }
 
 
 def _global_unit_positions(

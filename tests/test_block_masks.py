@@ -11,46 +11,9 @@ import itertools
 
 import numpy as np
 import pytest
+from block_oracle import oracle_mask, oracle_scores
 
 from sparseprune import masks
-
-
-def oracle_scores(kernel: np.ndarray, block: tuple[int, int], pooling: str) -> list[list[float]]:
-    def windows(size: int, step: int) -> list[list[int]]:
-        count = -(-size // step)
-        before = (count * step - size) // 2
-        return [
-            [i for i in range(k * step - before, k * step - before + step) if 0 <= i < size]
-            for k in range(count)
-        ]
-
-    rows, cols = windows(kernel.shape[0], block[0]), windows(kernel.shape[1], block[1])
-    scores = []
-    for row_window in rows:
-        line = []
-        for col_window in cols:
-            cell = [abs(float(kernel[r, c])) for r in row_window for c in col_window]
-            line.append(max(cell) if pooling == "max" else sum(cell) / len(cell))
-        scores.append(line)
-    return scores
-
-
-def oracle_mask(kernel, block, count, pooling) -> np.ndarray:
-    scores = oracle_scores(kernel, block, pooling)
-    ranked = sorted(
-        (np.float32(score), r * len(line) + c)
-        for r, line in enumerate(scores)
-        for c, score in enumerate(line)
-    )
-    cols = len(scores[0])
-    mask = np.zeros(kernel.shape, dtype=bool)
-    for _, flat in ranked[:count]:
-        br, bc = divmod(flat, cols)
-        for r in range(br * block[0], min((br + 1) * block[0], kernel.shape[0])):
-            for c in range(bc * block[1], min((bc + 1) * block[1], kernel.shape[1])):
-                mask[r, c] = True
-    return mask
-
 
 SHAPES = [(8, 3), (10, 4), (11, 5), (9, 7), (16, 16), (5, 2), (3, 9)]
 BLOCKS = [(4, 1), (1, 4), (2, 2), (3, 2), (4, 4)]

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from sparseprune.cli.common import exit_codes, stderr, stdout
 from sparseprune.errors import CheckFailed, InputError
 from sparseprune.pruning import PruneResult, default_output, output_suffix, prune_model
-from sparseprune.recipes import PruneSpec, load_recipe, merge, parse_pattern
+from sparseprune.recipes import PruneSpec, load_recipe, merge, parse_block, parse_pattern
 from sparseprune.render import prune_output
 from sparseprune.streams import STDIN_LABEL, STDOUT, input_path
 from sparseprune.training import TrainSpec
@@ -31,6 +31,11 @@ class Scope(str, Enum):
 class Structure(str, Enum):
     weights = "weights"
     units = "units"
+
+
+class BlockPooling(str, Enum):
+    avg = "avg"
+    max = "max"
 
 
 class Method(str, Enum):
@@ -70,6 +75,16 @@ def prune(
         typer.Option(
             help="weights: single weights; units: whole units/filters by L2 norm, then shrink."
         ),
+    ] = None,
+    block: Annotated[
+        str | None,
+        typer.Option(
+            help="RxC, e.g. 4x1: zero whole blocks of 2-D kernels (rows x columns as Keras "
+            "stores them; 4x1 runs sparse in LiteRT)."
+        ),
+    ] = None,
+    block_pooling: Annotated[
+        BlockPooling | None, typer.Option(help="Rank blocks by mean |w| (avg) or max |w|.")
     ] = None,
     layers: Annotated[str | None, typer.Option(help="Only layers matching this regex.")] = None,
     exclude: Annotated[str | None, typer.Option(help="Skip layers matching this regex.")] = None,
@@ -146,6 +161,8 @@ def prune(
                 "threshold": threshold,
                 "scope": scope.value if scope else None,
                 "structure": structure.value if structure else None,
+                "block": parse_block(block) if block else None,
+                "block_pooling": block_pooling.value if block_pooling else None,
                 "layers": layers,
                 "exclude": exclude,
                 "pattern": parse_pattern(pattern) if pattern else None,

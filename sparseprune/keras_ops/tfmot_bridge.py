@@ -57,6 +57,8 @@ class Request:
     train: TrainSpec | None = None
     pattern: tuple[int, int] | None = None
     unsafe: bool = False
+    block: tuple[int, int] | None = None  # TFMOT's block_size, (rows, columns) of the kernel
+    block_pooling: str = "avg"  # TFMOT's block_pooling_type, lower case
 
 
 @dataclass
@@ -225,7 +227,7 @@ def _wrap(
             return layer
         try:
             return sparsity.prune_low_magnitude(
-                layer, pruning_schedule=schedule(target), sparsity_m_by_n=request.pattern
+                layer, pruning_schedule=schedule(target), **_structure_args(request)
             )
         except ValueError as error:
             raise InputError(
@@ -234,6 +236,16 @@ def _wrap(
             ) from None
 
     return tf_keras.models.clone_model(twin, clone_function=clone), steps
+
+
+def _structure_args(request: Request) -> dict[str, Any]:
+    """N:M or blocks, in TFMOT's own arguments (it pads kernels that are not block multiples)."""
+    if request.block is not None:
+        return {
+            "block_size": tuple(request.block),
+            "block_pooling_type": request.block_pooling.upper(),
+        }
+    return {"sparsity_m_by_n": request.pattern}
 
 
 def _wrappers(model: Any) -> Iterator[Any]:

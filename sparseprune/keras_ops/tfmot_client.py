@@ -6,7 +6,8 @@ working directory:
 
 - `request.json` (written here): {"version", "op": "prune" | "check", "workdir", ...}; for
   "prune": "model", "targets" {name: sparsity}, "train" (TrainSpec fields) or null, "pattern"
-  [zeros, group] or null, "unsafe"; for "check": "models" [paths].
+  [zeros, group] or null, "block" [rows, columns] or null, "block_pooling" "avg" | "max",
+  "unsafe"; for "check": "models" [paths].
 - on success (exit 0): `metrics.json`, and for "prune" `weights.npz` (every model weight after
   `strip_pruning`, keyed by sparseprune name `layer/role`).
 - on a failure the worker can describe (exit 2): `error.json` {"error": "one sentence"}.
@@ -59,6 +60,8 @@ def run_tfmot(
     *,
     unsafe: bool = False,
     progress: Progress | None = None,
+    block: tuple[int, int] | None = None,
+    block_pooling: str = "avg",
 ) -> TfmotResult:
     """Prune `model_path` with TFMOT (fine-tuning on `train.data` when `train` is given).
 
@@ -73,6 +76,8 @@ def run_tfmot(
         "train": _train_fields(train),
         "pattern": list(pattern) if pattern is not None else None,
         "unsafe": unsafe,
+        "block": list(block) if block is not None else None,
+        "block_pooling": block_pooling,
     }
     workdir = _call_worker(request, Path(workdir), progress)
     return TfmotResult(_load_weights(workdir / WEIGHTS), _load_json(workdir / METRICS))

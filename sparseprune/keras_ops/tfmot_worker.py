@@ -80,11 +80,17 @@ def _prune(request: dict[str, Any]) -> dict[str, Any]:
             train=train_from_fields(request.get("train")),
             pattern=(int(pattern[0]), int(pattern[1])) if pattern else None,
             unsafe=bool(request.get("unsafe", False)),
+            block=_pair(request.get("block")),
+            block_pooling=str(request.get("block_pooling") or "avg"),
         ),
         progress=_print_progress,
     )
     np.savez(Path(request["workdir"]) / WEIGHTS, **outcome.weights)
     return outcome.metrics
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    return (int(value[0]), int(value[1])) if value else None
 
 
 def _check(path: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from sparseprune.formats import ModelFile, TensorInfo
 from sparseprune.graph import build_graph
 from sparseprune.inspection import compile_layer_regex
 from sparseprune.masks import prune_count
+from sparseprune.pruning.blocks import block_count, not_block_prunable
 from sparseprune.recipes import PruneSpec
 from sparseprune.registry import UNIT_KERNELS, is_known
 from sparseprune.training import MaskRules, TensorRule
@@ -23,6 +24,7 @@ class TensorPlan:
 
     tensor: TensorInfo
     # "target" | "global" | "threshold" | "pattern" | "mask" | "units" | "global_units"
+    # | "blocks" | "global_blocks"
     method: str | None = None
     target: float | None = None
     cap: float | None = None
@@ -71,12 +73,34 @@ class Plan:
             for p in self.unit_pooled
         ]
 
+    @property
+    def block_pooled(self) -> list[TensorPlan]:
+        """Kernels whose blocks are ranked together (global scope, --block)."""
+        return [p for p in self.tensors if p.method == "global_blocks"]
+
+    def global_block_count(self) -> int:
+        """Blocks to zero over the pool: TFMOT's round rule on the pooled block count."""
+        total = sum(self.blocks_of(p) for p in self.block_pooled)
+        return prune_count(total, self.spec.target or 0.0)
+
+    def global_block_caps(self) -> list[int]:
+        """Per-kernel caps (`--set` / max_sparsity) as counts of blocks."""
+        return [
+            prune_count(self.blocks_of(p), p.cap) if p.cap is not None else self.blocks_of(p)
+            for p in self.block_pooled
+        ]
+
+    def blocks_of(self, item: TensorPlan) -> int:
+        return block_count(item.tensor, self.spec.block or (1, 1))
+
 
 def mask_rules(plan: Plan) -> MaskRules:
     """The plan as rules a trainer applies at every schedule step."""
     rules = tuple(TensorRule(p.tensor.name, p.method, p.target, p.cap, p.mask) for p in plan.pruned)
     spec = plan.spec
-    return MaskRules(rules, spec.target, spec.threshold, spec.pattern)
+    return MaskRules(
+        rules, spec.target, spec.threshold, spec.pattern, spec.block, spec.block_pooling
+    )
 
 
 def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:
@@ -89,16 +113,24 @@ def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:
     for tensor in tensors:
         plan = TensorPlan(tensor)
         if tensor.path in selected:
-            reason = _ineligible(tensor, spec) or _not_unit_prunable(tensor, spec, outputs)
+            reason = (
+                _ineligible(tensor, spec)
+                or _not_unit_prunable(tensor, spec, outputs)
+                or not_block_prunable(tensor, spec.block)
+            )
             if reason:
                 plan.skip_reason = reason
             elif spec.structure == "units":
                 _assign_target(plan, spec, "units", "global_units")
+            elif spec.block is not None:
+                _assign_target(plan, spec, "blocks", "global_blocks")
             else:
                 _assign(plan, spec, masks)
         plans.append(plan)
     if not any(p.method for p in plans):
-        raise InputError("no tensor is selected for pruning; check --layers/--exclude.")
+        reasons = sorted({p.skip_reason for p in plans if p.skip_reason and p.tensor.prunable})
+        why = f" ({reasons[0]})" if reasons else ""
+        raise InputError(f"no tensor is selected for pruning{why}; check --layers/--exclude.")
     return Plan(spec, plans)
 
 

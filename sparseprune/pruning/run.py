@@ -25,10 +25,11 @@ from sparseprune.masks import (
     n_of_m,
     prune_count,
     zero_below,
+    zero_blocks,
     zero_by_mask,
     zero_smallest,
 )
-from sparseprune.pruning import structured
+from sparseprune.pruning import blocks, structured
 from sparseprune.pruning.plan import Plan, TensorPlan, make_plan
 from sparseprune.pruning.train import run_training
 from sparseprune.recipes import PruneSpec
@@ -53,6 +54,9 @@ class TensorOutcome:
     skip_reason: str | None = None
     units_pruned: int | None = None  # structure units: units chosen (whole slices zeroed)
     units_zero_after: int | None = None  # all-zero units measured in the zeroed file
+    blocks_pruned: int | None = None  # --block: blocks chosen (whole blocks zeroed)
+    blocks_zero_after: int | None = None  # all-zero blocks measured in the written file
+    blocks_total: int | None = None
 
 
 @dataclass
@@ -160,7 +164,8 @@ def _prune_to(job: _Job, target: Path) -> PruneResult:
             transform = _trained_transform(plan, outcomes, training.weights)
         else:
             pool = structured.UnitPool(model, plan) if plan.unit_pooled else None
-            transform = _transform(plan, outcomes, _global_selection(model, plan), pool)
+            block_pool = _block_pool(model, plan)
+            transform = _transform(plan, outcomes, _global_selection(model, plan), pool, block_pool)
         with atomic_path(target) as temp:
             if target_format == model.format:
                 write_model(model, temp, transform, not spec.keep_optimizer, job.on_tensor)
@@ -221,11 +226,22 @@ def _global_selection(model: ModelFile, plan: Plan) -> GlobalCut | None:
     )
 
 
+def _block_pool(model: ModelFile, plan: Plan) -> blocks.BlockPool | None:
+    pooled = plan.block_pooled
+    if not pooled:
+        return None
+    tensors = [p.tensor for p in pooled]
+    return blocks.BlockPool(
+        model, tensors, plan.spec, plan.global_block_count(), plan.global_block_caps()
+    )
+
+
 def _transform(
     plan: Plan,
     outcomes: dict[str, TensorOutcome],
     selection: GlobalCut | None,
     pool: structured.UnitPool | None = None,
+    block_pool: blocks.BlockPool | None = None,
 ):
     by_path = {p.tensor.path: p for p in plan.tensors}
     pool_index = {p.tensor.path: i for i, p in enumerate(plan.pooled)}
@@ -252,6 +268,10 @@ def _transform(
             outcome.expected_zeros = prepared_zeros
         elif item.method in structured.UNIT_METHODS:
             outcome.units_pruned = structured.apply_units(item, values, pool)
+        elif item.method in blocks.BLOCK_METHODS:
+            outcome.blocks_pruned = blocks.apply_blocks(
+                item.method, tensor.path, values, item.target, plan.spec, block_pool
+            )
         return values
 
     return transform
@@ -274,6 +294,8 @@ def _trained_transform(plan: Plan, outcomes: dict[str, TensorOutcome], weights: 
             outcome.expected_zeros = prune_count(values.size, item.target)
         if item.method == "units" and item.target is not None:
             outcome.units_pruned = prune_count(values.shape[-1], item.target)
+        if item.method == "blocks" and item.target is not None:
+            outcome.blocks_pruned = prune_count(plan.blocks_of(item), item.target)
         trained = trained.astype(values.dtype, copy=True)
         trained[trained == 0] = (
             0  # masks applied by multiplication leave -0.0, which compresses worse
@@ -310,6 +332,9 @@ def _measure_and_verify(
             item = by_name[tensor.name]
             if item.method in structured.UNIT_METHODS:
                 outcome.units_zero_after = structured.zero_units_count(values)
+            if item.method in blocks.BLOCK_METHODS and plan.spec.block is not None:
+                found, total = zero_blocks(values, plan.spec.block)
+                outcome.blocks_zero_after, outcome.blocks_total = found, total
             if trained and item.method is None:
                 continue  # training changes every weight; only the pruning rules are checked
             result.failures += _check_tensor(model, item, outcome, values, plan)
@@ -318,6 +343,18 @@ def _measure_and_verify(
     chosen = {path: t.units_pruned for path, t in by_path.items()}
     after = {path: t.units_zero_after or 0 for path, t in by_path.items()}
     result.failures += structured.check_pool(plan, chosen, after)
+    result.failures += _check_block_pool(plan, by_path)
+
+
+def _check_block_pool(plan: Plan, outcomes: dict[str, TensorOutcome]) -> list[str]:
+    pooled = plan.block_pooled
+    if not pooled:
+        return []
+    caps = plan.global_block_caps()
+    wanted = min(plan.global_block_count(), sum(caps))
+    chosen = {p.tensor.path: outcomes[p.tensor.path].blocks_pruned for p in pooled}
+    after = {p.tensor.path: outcomes[p.tensor.path].blocks_zero_after or 0 for p in pooled}
+    return blocks.check_pool(pooled, wanted, caps, chosen, after)
 
 
 def _check_tensor(
@@ -337,6 +374,8 @@ def _check_tensor(
             return [f"{name}: a group of {group} has fewer than {zeros} zeros."]
     if item.method == "mask" and item.mask is not None and (values[item.mask == 0] != 0).any():
         return [f"{name}: a masked weight is not zero."]
+    if item.method in blocks.BLOCK_METHODS and plan.spec.block is not None:
+        return blocks.check_blocks(name, outcome.blocks_pruned, values, plan.spec.block)
     return structured.check_units(name, outcome.units_pruned, values)
 
 

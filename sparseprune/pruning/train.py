@@ -77,7 +77,11 @@ def _run_tfmot(
 ) -> Training:
     if plan.spec.structure == "units":
         raise InputError("--structure units needs --method mask (TFMOT prunes single weights).")
-    if plan.pooled or any(p.method in ("mask", "threshold") for p in plan.pruned):
+    if (
+        plan.pooled
+        or plan.block_pooled
+        or any(p.method in ("mask", "threshold") for p in plan.pruned)
+    ):
         raise InputError(
             "--method tfmot prunes each tensor to its own target (layer scope, per-layer "
             "targets, N:M); use --method mask for global scope, --mask or --threshold."
@@ -87,7 +91,7 @@ def _run_tfmot(
 
     from sparseprune.keras_ops.tfmot_client import run_tfmot
 
-    targets = {p.tensor.name: p.target for p in plan.pruned if p.method == "target"}
+    targets = {p.tensor.name: p.target for p in plan.pruned if p.method in ("target", "blocks")}
     if plan.spec.pattern is not None:
         targets = {p.tensor.name: 0.0 for p in plan.pruned}
     with tempfile.TemporaryDirectory(prefix="sparseprune-tfmot-") as scratch:
@@ -99,6 +103,8 @@ def _run_tfmot(
             Path(scratch),
             unsafe=unsafe,
             progress=on_epoch,
+            block=plan.spec.block,
+            block_pooling=plan.spec.block_pooling,
         )
     metrics = result.metrics
     return Training(

@@ -36,6 +36,9 @@ def result_dict(result: PruneResult) -> dict[str, Any]:
                 "sparsity": t.zeros_after / t.tensor.params if t.tensor.params else 0.0,
                 "units_pruned": t.units_pruned,
                 "units_zero_after": t.units_zero_after,
+                "blocks_pruned": t.blocks_pruned,
+                "blocks_zero_after": t.blocks_zero_after,
+                "blocks_total": t.blocks_total,
             }
             for t in result.pruned
         ],
@@ -76,6 +79,12 @@ def print_result(console: Console, result: PruneResult) -> None:
     skipped = [t for t in result.tensors if t.skip_reason and t.tensor.role != "bias"]
     for t in skipped:
         console.print(f"[dim]skipped {escape(t.tensor.name)}: {escape(t.skip_reason or '')}[/]")
+    for t in result.pruned:
+        if t.blocks_total:
+            console.print(
+                f"{escape(t.tensor.name)}: {t.blocks_zero_after:,} of {t.blocks_total:,} blocks "
+                f"all zero ({(t.blocks_zero_after or 0) / t.blocks_total:.1%})"
+            )
     ratio = result.input_size / result.output_size if result.output_size else 0
     console.print(
         f"size: {result.input_size:,} -> {result.output_size:,} bytes ({ratio:.2f}x smaller); "
