@@ -15,29 +15,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sparseprune.errors import InputError
+from sparseprune.registry import LAYERS, classes_with
 
-# Layers whose output units are removable: class -> (config key of the unit count, kernel role).
-PRODUCERS: dict[str, str] = {"Dense": "units", "Conv1D": "filters", "Conv2D": "filters",
-                             "Conv3D": "filters"}  # fmt: skip
+# Layer facts come from the one layer table (`registry.LAYERS`, its `channels` column).
+# Layers whose output units are removable: class -> config key of the unit count.
+PRODUCERS: dict[str, str] = {
+    c: r.units_key for c in classes_with("produce") if (r := LAYERS[c]).units_key
+}
 # Layers that consume channels through the input axis (-2) of their kernel.
 CONSUMERS = frozenset(PRODUCERS)
 # Per-channel layers without weights: a channel stays one channel, a constant stays constant.
-SPATIAL = frozenset(
-    {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
-     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-     "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-     "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-     "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D"}
-)  # fmt: skip
+SPATIAL = classes_with("spatial")
 # Per-channel layers that apply an elementwise function (the constant goes through it).
-ELEMENTWISE = frozenset({"Activation", "ReLU", "LeakyReLU", "ELU"})
+ELEMENTWISE = classes_with("elementwise")
 # Per-channel affine layers with one weight entry per channel.
-AFFINE = frozenset({"BatchNormalization"})
-# Merges: elementwise ones tie channel j of every input to channel j of the output; Concatenate
-# lays its inputs side by side. The value is how per-channel constants combine (NaN, "varies",
-# propagates).
-MERGES: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
+AFFINE = classes_with("affine")
+# How per-channel constants combine in a merge (NaN, "varies", propagates). Elementwise merges
+# tie channel j of every input to channel j of the output; Concatenate lays them side by side.
+COMBINE: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
     "Add": lambda xs: np.sum(xs, axis=0),
     "Subtract": lambda xs: xs[0] - xs[1],
     "Multiply": lambda xs: np.prod(xs, axis=0),
@@ -46,7 +41,7 @@ MERGES: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
     "Minimum": lambda xs: np.min(xs, axis=0),
     "Concatenate": np.concatenate,  # channel-axis only (see layer_problem): side by side
 }
-MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+MERGES = {c: COMBINE[c] for c in classes_with("merge") | classes_with("concat")}
 
 
 def _sigmoid(x: float) -> float:

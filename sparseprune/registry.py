@@ -1,206 +1,326 @@
-"""What each layer class stores, and what magnitude pruning touches by default. Data, not logic.
+"""THE layer table: one row per layer class, everything the tool knows about it. Data, not logic.
 
-`VARIABLES` says, for each Keras layer class, which variables it saves and in what order (Keras 3's
-`.keras`/`.weights.h5` files number variables instead of naming them). `PRUNABLE` follows TFMOT's
-`prune_registry.py`: only the listed roles of exactly these classes are pruned by default;
-classes in `NO_PRUNABLE_WEIGHTS` are known and deliberately left alone. Anything else is unknown.
+Like TFMOT's `prune_registry` and Torch-Pruning's pruner registry, every fact about a layer class
+lives in its row, and every module that needs one reads it here (the file readers and writers, the
+converter, inspect, prune, shrink's channel graph and shapes, bench's MAC count, the TFMOT bridge).
+Adding a layer class is one row in `LAYERS` plus tests. A row (`Layer`) says:
+
+- `variables`: the variables the class saves itself, in Keras's order, each `(role, flag)`: the
+  config key that must be truthy for it to exist (`use_bias`), `!key` for one that must be unset
+  (`!mean` on Normalization), or None. Keras 3 archives number variables (`vars/0`, `vars/1`).
+- `parts`: sub-layers that keep their own variables (`.keras` saves them under
+  `layers/<key>/<attribute>/vars`): attribute -> `Part` (its class, or the config key holding its
+  class; the prefix its roles get, '' to flatten RNN cells and TimeDistributed's inner layer).
+  Parts are listed in Keras's weight order (what a legacy `.h5` lists).
+- `prunable`: roles TFMOT's defaults prune (exact class match; never biases). With `delegate`,
+  a part's roles are prunable when the part's own row says so (wrappers, keras_hub blocks).
+- `non_trainable`: roles Keras keeps out of `trainable_weights` (legacy `.h5` lists them last).
+- `unit_kernel`: the kernel whose last axis is the layer's output units (dead-unit counting).
+- `units_key`: the config key of that unit count (`units`, `filters`).
+- `channels`: how a channel passes through for shrink's channel graph: produce (a weighted
+  producer and consumer of channels), spatial (per channel, no weights), elementwise, affine
+  (one weight per channel), merge (elementwise over inputs), concat, flatten; None stops the walk.
+- `macs`: kernels whose size x output positions are the layer's multiply-accumulates.
+- `shrink`: the name of its handler in shrink (None: shrink does not rewrite it).
+- `twin`: how the TFMOT bridge rebuilds it in tf_keras (`Twin`), None if it cannot.
+- `keras2_roles`: roles tf_keras (Keras 2) names differently.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-# A variable is (role, config flag that must be true for it to exist, or None).
+# A variable is (role, config flag that must hold for it to exist, or None).
 Variable = tuple[str, "str | None"]
 
-_CONV = (("kernel", None), ("bias", "use_bias"))
-_RNN_CELL = (("kernel", None), ("recurrent_kernel", None), ("bias", "use_bias"))
+
+@dataclass(frozen=True)
+class Twin:
+    """How one Keras 3 layer class becomes a tf_keras layer (TFMOT bridge).
+
+    keys: config keys passed through unchanged (besides name/trainable/dtype and the generic
+    `*_regularizer`, `*_constraint`, `activation` conversions); renames: Keras 3 key -> tf_keras
+    key; neutral: Keras 3-only keys, accepted only at the value that means "off"; extra:
+    tf_keras-only settings that make the twin compute exactly what Keras 3 computes.
+    """
+
+    keys: tuple[str, ...] = ()
+    renames: Mapping[str, str] = field(default_factory=dict)
+    neutral: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A sub-layer with its own variables. `cls`: its class, or None to read it from the
+    config entry at `config_key` (Bidirectional, TimeDistributed). `prefix`: what its roles are
+    named under ('' flattens). `flags`: its own flag -> the parent's config key that decides it.
+    `optional`: may be absent (built only for some calls)."""
+
+    cls: str | None
+    prefix: str
+    config_key: str | None = None
+    fallback_key: str | None = None
+    flags: Mapping[str, str] = field(default_factory=dict)
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer class's facts (see the module docstring)."""
+
+    variables: tuple[Variable, ...] = ()
+    parts: Mapping[str, Part] = field(default_factory=dict)
+    prunable: frozenset[str] = frozenset()
+    delegate: bool = False
+    non_trainable: frozenset[str] = frozenset()
+    unit_kernel: str | None = None
+    units_key: str | None = None
+    channels: str | None = None
+    macs: tuple[str, ...] = ()
+    shrink: str | None = None
+    twin: Twin | None = None
+    keras2_roles: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- shared pieces of rows -------------------------------------------------------------------
+_BIASED = (("kernel", None), ("bias", "use_bias"))
+_CELL = (("kernel", None), ("recurrent_kernel", None), ("bias", "use_bias"))
 _NORM = (("gamma", "scale"), ("beta", "center"))
-
-VARIABLES: dict[str, tuple[Variable, ...]] = {
-    "Dense": _CONV,
-    "EinsumDense": (("kernel", None), ("bias", "bias_axes")),
-    "Conv1D": _CONV,
-    "Conv2D": _CONV,
-    "Conv3D": _CONV,
-    "Conv1DTranspose": _CONV,
-    "Conv2DTranspose": _CONV,
-    "Conv3DTranspose": _CONV,
-    "DepthwiseConv1D": _CONV,
-    "DepthwiseConv2D": _CONV,
-    "SeparableConv1D": (
-        ("depthwise_kernel", None),
-        ("pointwise_kernel", None),
-        ("bias", "use_bias"),
-    ),
-    "SeparableConv2D": (
-        ("depthwise_kernel", None),
-        ("pointwise_kernel", None),
-        ("bias", "use_bias"),
-    ),
-    "LocallyConnected1D": _CONV,
-    "LocallyConnected2D": _CONV,
-    "Embedding": (("embeddings", None),),
-    "BatchNormalization": (*_NORM, ("moving_mean", None), ("moving_variance", None)),
-    "LayerNormalization": _NORM,
-    "GroupNormalization": _NORM,
-    "UnitNormalization": (),
-    "PReLU": (("alpha", None),),
-    "SimpleRNNCell": _RNN_CELL,
-    "GRUCell": _RNN_CELL,
-    "LSTMCell": _RNN_CELL,
-}
-
-# Layers that keep their variables in a sub-object (Keras 3 saves `layers/lstm/cell/vars/0`).
-SUBOBJECT_CLASSES: dict[tuple[str, str], str] = {
-    ("SimpleRNN", "cell"): "SimpleRNNCell",
-    ("GRU", "cell"): "GRUCell",
-    ("LSTM", "cell"): "LSTMCell",
-    ("MultiHeadAttention", "query_dense"): "EinsumDense",
-    ("MultiHeadAttention", "key_dense"): "EinsumDense",
-    ("MultiHeadAttention", "value_dense"): "EinsumDense",
-    ("MultiHeadAttention", "output_dense"): "EinsumDense",
-    ("MultiHeadAttention", "_query_dense"): "EinsumDense",
-    ("MultiHeadAttention", "_key_dense"): "EinsumDense",
-    ("MultiHeadAttention", "_value_dense"): "EinsumDense",
-    ("MultiHeadAttention", "_output_dense"): "EinsumDense",
-}
-
 _KERNEL = frozenset({"kernel"})
-_RNN = frozenset({"kernel", "recurrent_kernel"})
-_MHA = frozenset(
-    f"{prefix}{dense}/kernel"
-    for prefix in ("", "_")
-    for dense in ("query_dense", "key_dense", "value_dense", "output_dense")
-) | frozenset({"query/kernel", "key/kernel", "value/kernel", "attention_output/kernel"})
+_RNN_KERNELS = frozenset({"kernel", "recurrent_kernel"})
+_QUANT_OFF = {"quantization_config": None, "lora_rank": None, "lora_alpha": None}
+_CONV_KEYS = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate")
+_POOL_KEYS = ("pool_size", "strides", "padding", "data_format")
+_NORM_KEYS = ("axis", "momentum", "epsilon", "center", "scale", "synchronized")
+_NORM_KEYS += ("renorm", "renorm_clipping", "renorm_momentum")
+_CONV_TWIN = Twin((*_CONV_KEYS, "groups", "activation", "use_bias"), neutral=_QUANT_OFF)
+_SEPARABLE_TWIN = Twin((*_CONV_KEYS, "depth_multiplier", "activation", "use_bias"))
+_POOL_TWIN = Twin(_POOL_KEYS)
+_GLOBAL_POOL_TWIN = Twin(("data_format", "keepdims"))
 
-PRUNABLE: dict[str, frozenset[str]] = {
-    "Dense": _KERNEL,
-    "Conv1D": _KERNEL,
-    "Conv2D": _KERNEL,
-    "Conv3D": _KERNEL,
-    "Conv2DTranspose": _KERNEL,
-    "Conv3DTranspose": _KERNEL,
-    "SeparableConv1D": frozenset({"pointwise_kernel"}),
-    "SeparableConv2D": frozenset({"pointwise_kernel"}),
-    "Embedding": frozenset({"embeddings"}),
-    "LocallyConnected1D": _KERNEL,
-    "LocallyConnected2D": _KERNEL,
-    "SimpleRNN": _RNN,
-    "GRU": _RNN,
-    "LSTM": _RNN,
-    "MultiHeadAttention": _MHA,
+
+def _conv(twin: Twin | None = _CONV_TWIN, produce: bool = True) -> Layer:
+    return Layer(
+        _BIASED,
+        prunable=_KERNEL,
+        unit_kernel="kernel",
+        units_key="filters",
+        channels="produce" if produce else None,
+        macs=("kernel",) if produce else (),
+        shrink="units" if produce else None,
+        twin=twin,
+    )
+
+
+def _transpose(twin: Twin | None = None) -> Layer:
+    return Layer(_BIASED, prunable=_KERNEL, twin=twin)
+
+
+def _depthwise(twin: Twin | None = None) -> Layer:
+    return Layer(_BIASED, macs=("kernel",), twin=twin, keras2_roles={"kernel": "depthwise_kernel"})
+
+
+def _separable() -> Layer:
+    return Layer(
+        (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias")),
+        prunable=frozenset({"pointwise_kernel"}),
+        unit_kernel="pointwise_kernel",
+        units_key="filters",
+        macs=("depthwise_kernel", "pointwise_kernel"),
+        twin=_SEPARABLE_TWIN,
+    )
+
+
+def _rnn(cell: str) -> Layer:
+    return Layer(parts={"cell": Part(cell, "")}, prunable=_RNN_KERNELS, delegate=True)
+
+
+def _mha(query: str = "query_dense") -> Layer:
+    """MultiHeadAttention: four EinsumDense projections named query/key/value/attention_output."""
+    names = (("query", "query_dense"), ("key", "key_dense"), ("value", "value_dense"))
+    names += (("attention_output", "output_dense"),)
+    bias = {"bias_axes": "use_bias"}
+    parts = {key: Part("EinsumDense", name, flags=bias) for name, key in names}
+    parts |= {f"_{key}": Part("EinsumDense", name, flags=bias) for name, key in names}
+    return Layer(parts=parts, prunable=frozenset(f"{name}/kernel" for name, _ in names))
+
+
+def _weightless(channels: str | None = None, twin: Twin | None = None) -> Layer:
+    return Layer(channels=channels, twin=twin)
+
+
+def _block(*parts: tuple[str, str, str], optional: tuple[str, ...] = ()) -> Layer:
+    """A keras_hub block made of Keras layers: (attribute, class, name) in weight order."""
+    return Layer(
+        parts={key: Part(cls, name, optional=key in optional) for key, cls, name in parts},
+        delegate=True,
+    )
+
+
+_SPATIAL = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+            "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+            "Identity", "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
+            "UpSampling3D")  # fmt: skip
+_POOLS = tuple(
+    f"{kind}Pooling{d}D"
+    for kind in ("Max", "Average", "GlobalAverage", "GlobalMax")
+    for d in (1, 2, 3)
+)
+_OTHER_WEIGHTLESS = ("InputLayer", "Softmax", "ThresholdedReLU", "Lambda", "Masking", "Permute",
+                     "RepeatVector", "Reshape", "Dot", "Rescaling", "ZeroPadding1D",
+                     "ZeroPadding2D", "ZeroPadding3D")  # fmt: skip
+_MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+_ELEMENTWISE_TWINS = {
+    "Activation": Twin(("activation",)),
+    "ReLU": Twin(("max_value", "negative_slope", "threshold")),
+    "LeakyReLU": Twin(renames={"negative_slope": "alpha"}),
+    "ELU": None,
+}
+_WEIGHTLESS_TWINS = {
+    "Softmax": Twin(("axis",)),
+    "Reshape": Twin(("target_shape",)),
+    "Rescaling": Twin(("scale", "offset")),
+    "ZeroPadding1D": Twin(("padding",), neutral={"data_format": "channels_last"}),
+    "ZeroPadding2D": Twin(("padding", "data_format")),
+    "Dropout": Twin(("rate", "noise_shape", "seed")),
+}
+_POOL_TWINS = {
+    **{f"{k}Pooling{d}D": _POOL_TWIN for k in ("Max", "Average") for d in (1, 2)},
+    **{f"Global{k}Pooling{d}D": _GLOBAL_POOL_TWIN for k in ("Max", "Average") for d in (1, 2)},
 }
 
-NO_PRUNABLE_WEIGHTS: frozenset[str] = frozenset(
-    [
-        "InputLayer",
-        "ELU",
-        "LeakyReLU",
-        "ReLU",
-        "Softmax",
-        "ThresholdedReLU",
-        "PReLU",
-        "Activation",
-        "ActivityRegularization",
-        "Cropping1D",
-        "Cropping2D",
-        "Cropping3D",
-        "DepthwiseConv1D",
-        "DepthwiseConv2D",
-        "UpSampling1D",
-        "UpSampling2D",
-        "UpSampling3D",
-        "ZeroPadding1D",
-        "ZeroPadding2D",
-        "ZeroPadding3D",
-        "Dropout",
-        "SpatialDropout1D",
-        "SpatialDropout2D",
-        "SpatialDropout3D",
-        "AlphaDropout",
-        "GaussianDropout",
-        "GaussianNoise",
-        "Flatten",
-        "Lambda",
-        "Masking",
-        "Permute",
-        "RepeatVector",
-        "Reshape",
-        "Add",
-        "Average",
-        "Concatenate",
-        "Dot",
-        "Maximum",
-        "Minimum",
-        "Multiply",
-        "Subtract",
-        "BatchNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "UnitNormalization",
-        "Rescaling",
-        "AveragePooling1D",
-        "AveragePooling2D",
-        "AveragePooling3D",
-        "MaxPooling1D",
-        "MaxPooling2D",
-        "MaxPooling3D",
-        "GlobalAveragePooling1D",
-        "GlobalAveragePooling2D",
-        "GlobalAveragePooling3D",
-        "GlobalMaxPooling1D",
-        "GlobalMaxPooling2D",
-        "GlobalMaxPooling3D",
-        "EinsumDense",
-        "Identity",
-    ]
-)
+LAYERS: dict[str, Layer] = {
+    # Weighted Keras layers.
+    "Dense": Layer(
+        _BIASED,
+        prunable=_KERNEL,
+        unit_kernel="kernel",
+        units_key="units",
+        channels="produce",
+        macs=("kernel",),
+        shrink="units",
+        twin=Twin(("units", "activation", "use_bias"), neutral=_QUANT_OFF),
+    ),
+    "EinsumDense": Layer((("kernel", None), ("bias", "bias_axes"))),
+    "Conv1D": _conv(),
+    "Conv2D": _conv(),
+    "Conv3D": _conv(),
+    "Conv1DTranspose": Layer(_BIASED),
+    "Conv2DTranspose": _transpose(
+        Twin((*_CONV_KEYS, "output_padding", "activation", "use_bias"), neutral=_QUANT_OFF)
+    ),
+    "Conv3DTranspose": _transpose(),
+    "DepthwiseConv1D": _depthwise(),
+    "DepthwiseConv2D": _depthwise(
+        Twin((*_CONV_KEYS[1:], "depth_multiplier", "activation", "use_bias"))
+    ),
+    "SeparableConv1D": _separable(),
+    "SeparableConv2D": _separable(),
+    "LocallyConnected1D": Layer(_BIASED, prunable=_KERNEL),
+    "LocallyConnected2D": Layer(_BIASED, prunable=_KERNEL),
+    "Embedding": Layer(
+        (("embeddings", None),),
+        prunable=frozenset({"embeddings"}),
+        twin=Twin(("input_dim", "output_dim", "mask_zero"), neutral=_QUANT_OFF),
+    ),
+    # Keras 3 normalizes as x * inv + (beta - mean * inv); tf_keras's fused kernel rounds
+    # differently, and through ResNet50's 53 BatchNormalizations outputs drift by ~1e-4. The
+    # unfused path is bit-identical.
+    "BatchNormalization": Layer(
+        (*_NORM, ("moving_mean", None), ("moving_variance", None)),
+        non_trainable=frozenset({"moving_mean", "moving_variance"}),
+        channels="affine",
+        twin=Twin(_NORM_KEYS, extra={"fused": False}),
+    ),
+    "LayerNormalization": Layer(_NORM),
+    "GroupNormalization": Layer(_NORM),
+    "UnitNormalization": Layer(),
+    "Normalization": Layer(
+        (("mean", "!mean"), ("variance", "!mean"), ("count", "!mean")),
+        non_trainable=frozenset({"mean", "variance", "count"}),
+    ),
+    "LayerScale": Layer((("gamma", None),)),  # keras.applications.convnext
+    "PReLU": Layer((("alpha", None),)),
+    # Recurrent layers: the variables live in the cell (`layers/lstm/cell/vars`).
+    "SimpleRNNCell": Layer(_CELL, prunable=_RNN_KERNELS),
+    "GRUCell": Layer(_CELL, prunable=_RNN_KERNELS),
+    "LSTMCell": Layer(_CELL, prunable=_RNN_KERNELS),
+    "SimpleRNN": _rnn("SimpleRNNCell"),
+    "GRU": _rnn("GRUCell"),
+    "LSTM": _rnn("LSTMCell"),
+    "MultiHeadAttention": _mha(),
+    # Wrappers: the inner layer's roles, prunable as the inner class's row says.
+    "Bidirectional": Layer(
+        parts={
+            "forward_layer": Part(None, "forward_layer", config_key="layer"),
+            "backward_layer": Part(
+                None, "backward_layer", config_key="backward_layer", fallback_key="layer"
+            ),
+        },
+        delegate=True,
+    ),
+    "TimeDistributed": Layer(parts={"layer": Part(None, "", config_key="layer")}, delegate=True),
+    # keras_hub layers (random-init backbones; presets need downloads).
+    "ReversibleEmbedding": Layer((("embeddings", None),), prunable=frozenset({"embeddings"})),
+    "PositionEmbedding": Layer((("embeddings", None),)),
+    "CachedMultiHeadAttention": _mha(),
+    "TransformerEncoder": _block(
+        ("_self_attention_layer", "MultiHeadAttention", "self_attention_layer"),
+        ("_self_attention_layer_norm", "LayerNormalization", "self_attention_layer_norm"),
+        ("_feedforward_layer_norm", "LayerNormalization", "feedforward_layer_norm"),
+        ("_feedforward_intermediate_dense", "Dense", "feedforward_intermediate_dense"),
+        ("_feedforward_output_dense", "Dense", "feedforward_output_dense"),
+    ),
+    "TransformerDecoder": _block(
+        ("_self_attention_layer", "CachedMultiHeadAttention", "self_attention"),
+        ("_self_attention_layer_norm", "LayerNormalization", "self_attention_layer_norm"),
+        ("_cross_attention_layer", "CachedMultiHeadAttention", "cross_attention"),
+        ("_cross_attention_layer_norm", "LayerNormalization", "cross_attention_layer_norm"),
+        ("_feedforward_intermediate_dense", "Dense", "feedforward_intermediate_dense"),
+        ("_feedforward_output_dense", "Dense", "feedforward_output_dense"),
+        ("_feedforward_layer_norm", "LayerNormalization", "feedforward_layer_norm"),
+        optional=("_cross_attention_layer", "_cross_attention_layer_norm"),
+    ),
+    # Layers without weights.
+    **{name: _weightless("spatial", _WEIGHTLESS_TWINS.get(name)) for name in _SPATIAL},
+    **{name: _weightless("spatial", _POOL_TWINS.get(name)) for name in _POOLS},
+    **{name: _weightless(None, _WEIGHTLESS_TWINS.get(name)) for name in _OTHER_WEIGHTLESS},
+    **{name: _weightless("elementwise", twin) for name, twin in _ELEMENTWISE_TWINS.items()},
+    **{name: _weightless("merge", Twin()) for name in _MERGES},
+    "Concatenate": _weightless("concat", Twin(("axis",))),
+    "Flatten": _weightless("flatten", Twin(("data_format",))),
+}
 
 # Containers whose layers are reported one by one rather than as a unit.
 MODEL_CLASSES: frozenset[str] = frozenset({"Sequential", "Functional", "Model"})
+KNOWN_CLASSES: frozenset[str] = frozenset(LAYERS) | MODEL_CLASSES
 
-KNOWN_CLASSES: frozenset[str] = frozenset(
-    set(VARIABLES) | set(PRUNABLE) | NO_PRUNABLE_WEIGHTS | MODEL_CLASSES
-)
-
-
-# Variables Keras keeps out of `trainable_weights` (legacy .h5 files list them last).
-NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
-
-# Kernels whose last axis is the layer's output units or filters (for counting dead units).
-UNIT_KERNELS: dict[str, str] = {
-    "Dense": "kernel",
-    "Conv1D": "kernel",
-    "Conv2D": "kernel",
-    "Conv3D": "kernel",
-    "SeparableConv1D": "pointwise_kernel",
-    "SeparableConv2D": "pointwise_kernel",
-}
-
+# --- views of the table kept for the modules that read them --------------------------------
+NON_TRAINABLE_ROLES = frozenset(r for row in LAYERS.values() for r in row.non_trainable)
+UNIT_KERNELS: dict[str, str] = {c: r.unit_kernel for c, r in LAYERS.items() if r.unit_kernel}
 
 # Files without an architecture (legacy `save_weights`) name roles but not classes: judge by role.
 CLASSLESS_PRUNABLE = frozenset({"kernel", "pointwise_kernel", "embeddings", "recurrent_kernel"})
 CLASSLESS_UNIT_KERNELS = frozenset({"kernel", "pointwise_kernel"})
 
-# tf_keras (Keras 2) names some variables differently from Keras 3.
-KERAS2_ROLE_NAMES: dict[tuple[str, str], str] = {
-    ("DepthwiseConv1D", "kernel"): "depthwise_kernel",
-    ("DepthwiseConv2D", "kernel"): "depthwise_kernel",
-}
+
+def row(layer_class: str | None) -> Layer | None:
+    return LAYERS.get(layer_class or "")
+
+
+def classes_with(channels: str) -> frozenset[str]:
+    """Layer classes whose channels pass as `channels` says (for shrink's channel graph)."""
+    return frozenset(c for c, r in LAYERS.items() if r.channels == channels)
 
 
 def has_output_units(layer_class: str | None, role: str) -> bool:
     if layer_class is None:
         return role in CLASSLESS_UNIT_KERNELS
     return UNIT_KERNELS.get(layer_class) == role
-
-
-def is_prunable(layer_class: str | None, role: str) -> bool:
-    """True when TFMOT's defaults would prune this variable of this class."""
-    if layer_class is None:
-        return role in CLASSLESS_PRUNABLE
-    return role in PRUNABLE.get(layer_class, frozenset())
 
 
 def is_known(layer_class: str | None) -> bool:
@@ -223,27 +343,15 @@ def class_from_storage_key(key: str) -> str | None:
     return _CLASS_BY_SNAKE.get(base) or _CLASS_BY_SNAKE.get(key)
 
 
-def variable_roles(
-    layer_class: str | None, config: dict | None, count: int, keras2: bool = False
-) -> list[str] | None:
-    """The roles of a layer's `count` saved variables in order, or None if they can't be told.
-
-    Without a config (weights-only files), optional variables are assumed present unless only
-    the required ones match `count` (a Dense with use_bias=False saves one variable).
-    """
-    if layer_class not in VARIABLES:
-        return None
-    table = VARIABLES[layer_class]
-    if config:
-        roles = [
-            r for r, flag in table if flag is None or config.get(flag, True) not in (False, None)
-        ]
-    else:
-        roles = [r for r, _ in table]
-        if len(roles) != count:
-            roles = [r for r, flag in table if flag is None]
-    if len(roles) != count:
-        return None
-    if keras2:
-        roles = [KERAS2_ROLE_NAMES.get((layer_class, r), r) for r in roles]
-    return roles
+__all__ = [
+    "LAYERS",
+    "Layer",
+    "Part",
+    "Twin",
+    "class_from_storage_key",
+    "classes_with",
+    "has_output_units",
+    "is_known",
+    "row",
+    "to_snake_case",
+]

@@ -28,7 +28,6 @@ from sparseprune.graph import (
     AFFINE,
     ELEMENTWISE,
     MERGES,
-    MODEL_CLASSES,
     PRODUCERS,
     Graph,
     Group,
@@ -38,6 +37,8 @@ from sparseprune.graph import (
     build_groups,
     channel_slots,
 )
+from sparseprune.layer_slots import mac_count
+from sparseprune.registry import MODEL_CLASSES
 from sparseprune.shapes import conv_output, input_shapes, resize_config
 from sparseprune.stats import DEFAULT_THRESHOLD
 
@@ -383,8 +384,11 @@ def _macs(node: Node, arrays: Arrays, shape: list | None) -> int | None:
     if node.class_name not in PRODUCERS or kernel is None or shape is None or None in shape[1:]:
         return None
     if node.class_name == "Dense":
-        return math.prod(shape[1:-1]) * kernel.size
-    return math.prod(conv_output(node.config, shape[1:-1], kernel.shape[:-2])) * kernel.size
+        positions = math.prod(shape[1:-1])
+    else:
+        positions = math.prod(conv_output(node.config, shape[1:-1], kernel.shape[:-2]))
+    sizes = {role: values.size for role, values in arrays[node.name].items()}
+    return mac_count(node.class_name, sizes, positions)
 
 
 def _finish_report(graph: Graph, arrays: Arrays, report: dict[str, LayerShrink]) -> None:

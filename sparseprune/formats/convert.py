@@ -22,7 +22,7 @@ import numpy as np
 from sparseprune.errors import InputError
 from sparseprune.formats import archive as zipped
 from sparseprune.formats.config import LayerTree
-from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, LayerInfo, TensorInfo
+from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, TensorInfo
 from sparseprune.formats.reader import ModelFile
 from sparseprune.formats.varstore import storage_keys
 from sparseprune.formats.writer import (
@@ -34,7 +34,8 @@ from sparseprune.formats.writer import (
     new_h5,
     write_zip,
 )
-from sparseprune.registry import NON_TRAINABLE_ROLES, SUBOBJECT_CLASSES
+from sparseprune.layer_slots import Slot, slots
+from sparseprune.registry import LAYERS
 
 # Where Keras 3 finds its model classes when a `.keras` config names them.
 MODEL_MODULES = {
@@ -43,7 +44,6 @@ MODEL_MODULES = {
     "Model": "keras.src.models.model",
 }
 FIXED_DATE = "1980-01-01@00:00:00"  # metadata.json is ignored by the loader; keep output stable
-CELL_OWNERS = {owner for (owner, sub), cls in SUBOBJECT_CLASSES.items() if cls.endswith("Cell")}
 
 
 def check_convertible(model: ModelFile, target_format: str) -> None:
@@ -58,12 +58,13 @@ def check_convertible(model: ModelFile, target_format: str) -> None:
             f"{model.path} was written by Keras {model.writer or '(unknown)'}; only files "
             "written by Keras 3 can be converted between .keras and .h5."
         )
+    located = tensor_slots(model)
     for tensor in model.model_tensors:
-        sub = subpath(tensor)
-        if sub is None:
+        if tensor.name not in located:
             raise InputError(
-                f"layer '{tensor.layer}' ({tensor.layer_class}) keeps weights in sub-objects "
-                "that the converter does not lay out; keep the input's format."
+                f"layer '{tensor.layer}' ({tensor.layer_class or 'unknown class'}) is not in "
+                "sparseprune's layer table, so where its variables go in the other format "
+                "cannot be told; nothing was written. Keep the input's format."
             )
     _ = target_format
 
@@ -99,11 +100,12 @@ def write_h5(model: ModelFile, target: Path, values: Callable) -> None:
         _attrs(out, keras_version=version, backend="tensorflow", model_config=json.dumps(legacy))
         weights = create_group(out, "model_weights")
         groups = _by_top_layer(model)
+        located = tensor_slots(model)
         _attrs(weights, keras_version=version, backend="tensorflow")
         weights.attrs["layer_names"] = np.array([name.encode() for name in groups])
         for top, tensors in groups.items():
             group = create_group(weights, top)
-            ordered = _legacy_order(tensors, _layer_infos(model.tree))
+            ordered = _legacy_order(tensors, located)
             names = [f"{t.layer}/{t.role}" for t in ordered]
             group.attrs["weight_names"] = np.array([n.encode() for n in names])
             for name, tensor in zip(names, ordered, strict=True):
@@ -140,36 +142,40 @@ def _by_top_layer(model: ModelFile) -> dict[str, list[TensorInfo]]:
     return groups
 
 
-def _layer_infos(tree: LayerTree | None) -> dict[str, LayerInfo]:
-    return {info.name: info for info in tree.flatten()} if tree else {}
+def tensor_slots(model: ModelFile) -> dict[str, Slot]:
+    """Each model tensor's slot in the layer table (by `layer/role`), in the layers' weight
+    order (config order, then slot order); tensors the table cannot place are absent."""
+    found: dict[str, Slot] = {}
+    keras2 = (model.writer or "").startswith("2.")
+    for info in model.tree.flatten() if model.tree else []:
+        for slot in slots(info.class_name, info.config, keras2) or []:
+            found[f"{info.name}/{slot.role}"] = slot
+    present = {t.name for t in model.model_tensors}
+    return {name: slot for name, slot in found.items() if name in present}
 
 
-def _legacy_order(tensors: list[TensorInfo], infos: dict[str, LayerInfo]) -> list[TensorInfo]:
-    """Keras's legacy h5 order: a top-level layer's trainable weights first, then the rest."""
-
-    def trainable(tensor: TensorInfo) -> bool:
-        parts = tensor.layer.split("/")
-        frozen = any(
-            infos.get("/".join(parts[: i + 1]), LayerInfo("", None)).config.get("trainable")
-            is False
-            for i in range(len(parts))
-        )
-        return not frozen and tensor.role not in NON_TRAINABLE_ROLES
-
-    return [t for t in tensors if trainable(t)] + [t for t in tensors if not trainable(t)]
+def _legacy_order(tensors: list[TensorInfo], located: dict[str, Slot]) -> list[TensorInfo]:
+    """Keras's legacy h5 order: a top-level layer's trainable weights first, then the rest,
+    each in the layers' weight order."""
+    rank = {name: i for i, name in enumerate(located)}
+    ranked = sorted(tensors, key=lambda t: rank.get(t.name, len(rank)))
+    trainable = [t for t in ranked if t.name in located and located[t.name].trainable]
+    return trainable + [t for t in ranked if t not in trainable]
 
 
 def _varstore_layout(model: ModelFile) -> Iterator[tuple[str, str, list[TensorInfo]]]:
-    """(group path, layer name, tensors in variable order) for each layer with weights."""
-    by_layer: dict[str, list[TensorInfo]] = {}
+    """(group path, name, tensors in variable order) for each layer or part with weights."""
+    located = tensor_slots(model)
+    by_group: dict[tuple[str, tuple[str, ...]], list[TensorInfo]] = {}
     for tensor in model.model_tensors:
-        by_layer.setdefault(tensor.layer, []).append(tensor)
+        by_group.setdefault((tensor.layer, located[tensor.name].subpath), []).append(tensor)
     keys = _storage_paths(model.tree) if model.tree else {}
-    for layer, tensors in by_layer.items():
+    for (layer, sub), tensors in by_group.items():
         if layer not in keys:
             raise InputError(f"layer '{layer}' is not in the model config; cannot convert.")
-        sub = subpath(tensors[0])
-        yield keys[layer] + (f"/{sub}" if sub else ""), layer.rsplit("/", 1)[-1], tensors
+        tensors.sort(key=lambda t: located[t.name].index)
+        name = layer.rsplit("/", 1)[-1] if not sub else sub[-1].lstrip("_")
+        yield "/".join((keys[layer], *sub)), name, tensors
 
 
 def _storage_paths(node: LayerTree, prefix: str = "") -> dict[str, str]:
@@ -184,8 +190,10 @@ def _storage_paths(node: LayerTree, prefix: str = "") -> dict[str, str]:
 
 
 def subpath(tensor: TensorInfo) -> str | None:
-    """'' for variables on the layer itself, 'cell' for RNN cells, None if not representable."""
-    if tensor.layer_class in CELL_OWNERS:
+    """'' for variables on the layer itself, 'cell' for RNN cells, None for other sub-objects
+    (shrink rewrites layers without sub-objects only)."""
+    row = LAYERS.get(tensor.layer_class or "")
+    if row is not None and set(row.parts) == {"cell"}:
         return "cell"
     if "/" in tensor.role:
         return None

@@ -14,12 +14,14 @@ import h5py
 from sparseprune.errors import InputError
 from sparseprune.formats.config import LayerTree
 from sparseprune.formats.model import LayerInfo, TensorInfo, clean_text
-from sparseprune.registry import is_prunable
+from sparseprune.layer_slots import is_prunable, legacy_slots
 
 _SUFFIX = re.compile(r":\d+$")
 
 
-def read_legacy_weights(group: h5py.Group, tree: LayerTree | None, label: str) -> list[TensorInfo]:
+def read_legacy_weights(
+    group: h5py.Group, tree: LayerTree | None, label: str, keras2: bool = False
+) -> list[TensorInfo]:
     """Describe every weight listed by `layer_names`/`weight_names` under `group`."""
     tensors: list[TensorInfo] = []
     for layer_name in string_list_attr(group, "layer_names", label):
@@ -27,6 +29,7 @@ def read_legacy_weights(group: h5py.Group, tree: LayerTree | None, label: str) -
         if not isinstance(layer_group, h5py.Group):
             raise InputError(f"{label}: layer '{layer_name}' is listed but has no weight group.")
         node = tree.child_named(layer_name) if tree else None
+        owned: dict[str, tuple[LayerInfo, list[tuple[str, h5py.Dataset]]]] = {}
         for weight_name in string_list_attr(layer_group, "weight_names", label):
             dataset = layer_group.get(weight_name)
             if not isinstance(dataset, h5py.Dataset):
@@ -35,19 +38,46 @@ def read_legacy_weights(group: h5py.Group, tree: LayerTree | None, label: str) -
                     "but missing."
                 )
             layer = _owner(layer_name, node, weight_name)
-            role = _SUFFIX.sub("", weight_name.rsplit("/", 1)[-1])
-            tensors.append(
-                TensorInfo(
-                    path=dataset.name.lstrip("/"),
-                    layer=layer.name,
-                    layer_class=layer.class_name,
-                    role=role,
-                    shape=tuple(int(d) for d in dataset.shape),
-                    dtype=str(dataset.dtype),
-                    prunable=is_prunable(layer.class_name, role),
-                )
-            )
+            owned.setdefault(layer.name, (layer, []))[1].append((weight_name, dataset))
+        for layer, weights in owned.values():
+            tensors.extend(_describe_layer(layer, weights, keras2))
     return tensors
+
+
+def _describe_layer(
+    layer: LayerInfo, weights: list[tuple[str, h5py.Dataset]], keras2: bool
+) -> list[TensorInfo]:
+    """Roles by position from the layer table (Keras matches by position too), else by name."""
+    found = legacy_slots(layer.class_name, layer.config, len(weights), keras2)
+    names = [w for w, _ in weights]
+    fallback = _roles_from_names(layer.name.rsplit("/", 1)[-1], names)
+    return [
+        TensorInfo(
+            path=dataset.name.lstrip("/"),
+            layer=layer.name,
+            layer_class=layer.class_name,
+            role=found[i].role if found else fallback[i],
+            shape=tuple(int(d) for d in dataset.shape),
+            dtype=str(dataset.dtype),
+            prunable=found[i].prunable if found else is_prunable(layer.class_name, fallback[i]),
+        )
+        for i, (_, dataset) in enumerate(weights)
+    ]
+
+
+def _roles_from_names(layer_name: str, names: list[str]) -> list[str]:
+    """The last path component (`dense/kernel:0` -> kernel), or the path below the layer's own
+    name where those repeat (a layer class the table does not know, made of sub-layers)."""
+    leaves = [_SUFFIX.sub("", n.rsplit("/", 1)[-1]) for n in names]
+    if len(set(leaves)) == len(leaves):
+        return leaves
+    paths = [_SUFFIX.sub("", n) for n in names]
+    paths = [
+        p.split("/", 1)[1] if p.split("/", 1)[0] == layer_name and "/" in p else p for p in paths
+    ]
+    if len(set(paths)) == len(paths):
+        return paths
+    return [f"{p}#{i}" for i, p in enumerate(paths)]
 
 
 def read_optimizer_weights(group: h5py.Group) -> list[TensorInfo]:

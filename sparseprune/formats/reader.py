@@ -215,7 +215,8 @@ def _describe_h5(
     if "model_weights" in weights and "model_config" in attrs:
         config = load_json(_text(attrs["model_config"]) or "", label)
         tree = build_tree(config, label)
-        tensors = read_legacy_weights(weights["model_weights"], tree, label)
+        keras2 = writer is not None and writer.startswith("2.")
+        tensors = read_legacy_weights(weights["model_weights"], tree, label, keras2)
         if isinstance(weights.get("optimizer_weights"), h5py.Group):
             tensors += read_optimizer_weights(weights["optimizer_weights"])
         return ModelFile(

@@ -46,7 +46,7 @@ from sparseprune.formats.writer import (
     new_h5,
     write_zip,
 )
-from sparseprune.registry import is_prunable
+from sparseprune.layer_slots import is_prunable
 
 WRAPPER_CLASS = "PruneLowMagnitude"
 WRAPPER_ROLES = frozenset({"mask", "threshold", "pruning_step"})

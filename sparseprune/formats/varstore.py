@@ -14,13 +14,8 @@ import h5py
 
 from sparseprune.formats.config import LayerTree
 from sparseprune.formats.model import LayerInfo, TensorInfo, TensorKind, clean_text
-from sparseprune.registry import (
-    SUBOBJECT_CLASSES,
-    class_from_storage_key,
-    is_prunable,
-    to_snake_case,
-    variable_roles,
-)
+from sparseprune.layer_slots import Slot, slots, variable_roles
+from sparseprune.registry import class_from_storage_key, to_snake_case
 
 LAYER_LISTS = ("layers", "_layer_checkpoint_dependencies")
 
@@ -61,11 +56,12 @@ def _describe_vars(
         return []
     kind, layer, subpath = _locate(root, path, tree)
     layer_class = layer.class_name if layer else None
-    roles = _roles(layer, subpath, len(indices), keras2) if kind == "weight" else None
+    found = _slots(layer, subpath, len(indices), keras2) if kind == "weight" else None
     tensors = []
     for position, index in enumerate(indices):
         dataset = vars_group[index]
-        role = roles[position] if roles else _fallback_role(subpath, index)
+        slot = found[position] if found else None
+        role = slot.role if slot else _fallback_role(subpath, index)
         tensors.append(
             TensorInfo(
                 path=f"{'/'.join(path)}/vars/{index}".lstrip("/"),
@@ -75,7 +71,7 @@ def _describe_vars(
                 shape=tuple(int(d) for d in dataset.shape),
                 dtype=str(dataset.dtype),
                 kind=kind,
-                prunable=kind == "weight" and is_prunable(layer_class, role),
+                prunable=bool(slot and slot.prunable),
             )
         )
     return tensors
@@ -132,19 +128,24 @@ def _layer_info(name: str, key: str, node: LayerTree | None) -> LayerInfo:
     return LayerInfo(name, class_from_storage_key(key))
 
 
-def _roles(
+def _slots(
     layer: LayerInfo | None, subpath: tuple[str, ...], count: int, keras2: bool
-) -> list[str] | None:
+) -> list[Slot] | None:
+    """The table's slots for one `vars` group (a layer's own, or one part's), None if unsure."""
     if layer is None:
         return None
-    if not subpath:
-        return variable_roles(layer.class_name, layer.config, count, keras2)
-    sub_class = SUBOBJECT_CLASSES.get((layer.class_name or "", subpath[-1]))
-    roles = variable_roles(sub_class, layer.config, count, keras2)
-    if roles is None:
+    everything = slots(layer.class_name, layer.config, keras2) or []
+    for path in (subpath, tuple(p.lstrip("_") for p in subpath)):
+        here = [s for s in everything if s.subpath == path]
+        if len(here) == count:
+            return here
+    if subpath or layer.config:
         return None
-    prefix = "" if sub_class and sub_class.endswith("Cell") else f"{subpath[-1].lstrip('_')}/"
-    return [prefix + r for r in roles]
+    # Weights-only files have no config: tell optional variables by count (Dense without bias).
+    roles = variable_roles(layer.class_name, layer.config, count, keras2)
+    table_slots = slots(layer.class_name, None, keras2) or []
+    prunable = {s.role for s in table_slots if s.prunable}
+    return [Slot(r, (), i, True, r in prunable) for i, r in enumerate(roles)] if roles else None
 
 
 def _unowned_name(kind: TensorKind, path: tuple[str, ...]) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from sparseprune.errors import InputError
 from sparseprune.formats import open_model
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
+from sparseprune.layer_slots import mac_count
 
 TFLITE_MAGIC = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer (its file identifier)
 SEED = 0
@@ -262,40 +263,33 @@ def latency_stats(times_ms: list[float], batch: int) -> dict[str, float]:
     }
 
 
-# Kernels whose multiply-accumulates are counted. Every kernel weight is used once per output
-# position (groups, depth multipliers and strides are already in its shape and the output's),
-# so MACs = kernel size x output positions; biases, activations, pooling, normalization and
-# layers of other classes (listed in `macs_uncounted`) are not counted.
-MAC_KERNELS = {
-    "Dense": ("kernel",),
-    "Conv1D": ("kernel",),
-    "Conv2D": ("kernel",),
-    "Conv3D": ("kernel",),
-    "DepthwiseConv1D": ("kernel", "depthwise_kernel"),
-    "DepthwiseConv2D": ("kernel", "depthwise_kernel"),
-    "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel"),
-    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel"),
-}
-
-
 def count_macs(model: Any) -> dict[str, Any]:
-    """Per-sample MACs, and the share done by nonzero weights (what a sparse kernel could skip)."""
+    """Per-sample MACs (the layer table's formula, `layer_slots.mac_count`), and the share done
+    by nonzero weights (what a sparse kernel could skip). Biases, activations, pooling,
+    normalization and classes the table gives no MAC formula (listed in `macs_uncounted`) are
+    not counted."""
     macs = nonzero = 0
     uncounted = []
     for layer in _leaf_layers(model):
+        kernels = {_leaf_name(v): np.asarray(v) for v in layer.weights}
+        positions = _output_positions(layer)
         name = type(layer).__name__
-        if name not in MAC_KERNELS:
+        sizes = {role: k.size for role, k in kernels.items()}
+        counted = mac_count(name, sizes, positions) if positions is not None else None
+        if counted is None:
             if layer.weights:
                 uncounted.append(layer.name)
             continue
-        positions = _output_positions(layer)
-        kernels = _kernels(layer, MAC_KERNELS[name])
-        if positions is None or not kernels:
-            uncounted.append(layer.name)
-            continue
-        macs += sum(k.size for k in kernels) * positions
-        nonzero += sum(int(np.count_nonzero(k)) for k in kernels) * positions
+        macs += counted
+        live = {role: int(np.count_nonzero(k)) for role, k in kernels.items()}
+        nonzero += mac_count(name, live, positions) or 0
     return {"macs": macs, "macs_nonzero": nonzero, "macs_uncounted": uncounted}
+
+
+def _leaf_name(variable: Any) -> str:
+    """`kernel` from `conv/kernel` (Keras 3 path) or `conv/kernel:0` (tf_keras name)."""
+    path = getattr(variable, "path", None) or variable.name
+    return str(path).split("/")[-1].split(":")[0]
 
 
 def _leaf_layers(model: Any) -> list[Any]:
@@ -316,18 +310,6 @@ def _output_positions(layer: Any) -> int | None:
         return None
     spatial = shape[2:] if getattr(layer, "data_format", None) == "channels_first" else shape[1:-1]
     return int(np.prod(spatial, dtype=np.int64))
-
-
-def _kernels(layer: Any, names: tuple[str, ...]) -> list[np.ndarray]:
-    """The layer's kernel arrays by attribute name (Keras 3 and tf_keras name them differently)."""
-    kernels = []
-    for attribute in names:
-        variable = getattr(layer, attribute, None)
-        if variable is not None:
-            kernels.append(np.asarray(variable))
-    if "depthwise_kernel" in names and "pointwise_kernel" not in names:
-        kernels = kernels[:1]  # DepthwiseConv: Keras 3 says kernel, tf_keras depthwise_kernel
-    return kernels
 
 
 RATIO_FIELDS = ("params", "nonzero_params", "macs", "macs_nonzero", "file_size")

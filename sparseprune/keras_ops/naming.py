@@ -1,13 +1,17 @@
 """Names for a live Keras model's weights that match the file reader's `TensorInfo.name`.
 
-`layer/role`, with nested models as `outer/inner/role`; role is the variable's own name. This is
-how trained weights find their place in the file again.
+`layer/role`, with nested models as `outer/inner/role`. The role is the layer table's canonical
+role for the variable at that position (`mha/query/kernel`, `bilstm/forward_layer/kernel`, an RNN
+cell's `lstm/kernel`), as the file readers name it, else the variable's own name. This is how
+trained weights find their place in the file again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+from sparseprune.layer_slots import slots
 
 
 def named_weights(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -16,8 +20,20 @@ def named_weights(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         if hasattr(layer, "layers") and layer.weights:  # a nested model
             yield from named_weights(layer, f"{prefix}{layer.name}/")
             continue
-        for variable in layer.weights:
-            yield f"{prefix}{layer.name}/{_role(variable)}", variable
+        for role, variable in zip(_roles(layer), layer.weights, strict=True):
+            yield f"{prefix}{layer.name}/{role}", variable
+
+
+def _roles(layer: Any) -> list[str]:
+    """Canonical roles by position from the layer table, when it knows the layer's class."""
+    try:
+        config = layer.get_config()
+    except Exception:
+        config = {}
+    found = slots(type(layer).__name__, config if isinstance(config, dict) else {})
+    if found is not None and len(found) == len(layer.weights):
+        return [slot.role for slot in found]
+    return [_role(variable) for variable in layer.weights]
 
 
 def _role(variable: Any) -> str:

@@ -5,96 +5,27 @@ layer by layer from each layer's `get_config()`, translated through the table be
 on tf_keras tensors in the Keras 3 graph's own order, and given the same weights. Runs inside the
 TFMOT worker process only (it imports Keras 3 and tf_keras).
 
-The table is strict on purpose: a Keras 3 option tf_keras has no equivalent for is refused unless
-it holds its neutral value, so a twin never silently computes something else. Initializers are
-dropped (the weights are copied over); regularizers and constraints are kept, because they change
-fine-tuning.
+The rules are the layer table's `twin` column (`registry.LAYERS`), strict on purpose: a Keras 3
+option tf_keras has no equivalent for is refused unless it holds its neutral value, so a twin
+never silently computes something else. Initializers are dropped (the weights are copied over);
+regularizers and constraints are kept, because they change fine-tuning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sparseprune.errors import InputError, describe
+from sparseprune.registry import LAYERS, Twin
 
 MASK_HINT = "use --method mask, which trains the Keras 3 model itself"
 BASE_KEYS = ("name", "trainable", "dtype")
-CONV_KEYS = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate")
-POOL_KEYS = ("pool_size", "strides", "padding", "data_format")
-GLOBAL_POOL_KEYS = ("data_format", "keepdims")
-NORM_KEYS = ("axis", "momentum", "epsilon", "center", "scale", "synchronized")
-NORM_KEYS += ("renorm", "renorm_clipping", "renorm_momentum")
-
-
-@dataclass(frozen=True)
-class LayerRule:
-    """How one Keras 3 layer class becomes a tf_keras layer.
-
-    keys: config keys passed through unchanged (besides name/trainable/dtype and the generic
-    `*_regularizer`, `*_constraint`, `activation` conversions); renames: Keras 3 key -> tf_keras
-    key; neutral: Keras 3-only keys, accepted only at the value that means "off"; extra:
-    tf_keras-only settings that make the twin compute exactly what Keras 3 computes.
-    """
-
-    keys: tuple[str, ...] = ()
-    renames: Mapping[str, str] = field(default_factory=dict)
-    neutral: Mapping[str, Any] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-QUANTIZATION_OFF = {"quantization_config": None, "lora_rank": None, "lora_alpha": None}
-CONV = LayerRule((*CONV_KEYS, "groups", "activation", "use_bias"), neutral=QUANTIZATION_OFF)
-SEPARABLE = LayerRule((*CONV_KEYS, "depth_multiplier", "activation", "use_bias"))
-POOL = LayerRule(POOL_KEYS)
-GLOBAL_POOL = LayerRule(GLOBAL_POOL_KEYS)
-MERGE = LayerRule()
-
-SUPPORTED: dict[str, LayerRule] = {
-    "Dense": LayerRule(("units", "activation", "use_bias"), neutral=QUANTIZATION_OFF),
-    "Conv1D": CONV,
-    "Conv2D": CONV,
-    "Conv3D": CONV,
-    "Conv2DTranspose": LayerRule(
-        (*CONV_KEYS, "output_padding", "activation", "use_bias"), neutral=QUANTIZATION_OFF
-    ),
-    "DepthwiseConv2D": LayerRule((*CONV_KEYS[1:], "depth_multiplier", "activation", "use_bias")),
-    "SeparableConv1D": SEPARABLE,
-    "SeparableConv2D": SEPARABLE,
-    "Embedding": LayerRule(("input_dim", "output_dim", "mask_zero"), neutral=QUANTIZATION_OFF),
-    # Keras 3 normalizes as x * inv + (beta - mean * inv); tf_keras's fused kernel rounds
-    # differently, and through ResNet50's 53 BatchNormalizations outputs drift by ~1e-4. The
-    # unfused path is bit-identical.
-    "BatchNormalization": LayerRule(NORM_KEYS, extra={"fused": False}),
-    "MaxPooling1D": POOL,
-    "MaxPooling2D": POOL,
-    "AveragePooling1D": POOL,
-    "AveragePooling2D": POOL,
-    "GlobalAveragePooling1D": GLOBAL_POOL,
-    "GlobalAveragePooling2D": GLOBAL_POOL,
-    "GlobalMaxPooling1D": GLOBAL_POOL,
-    "GlobalMaxPooling2D": GLOBAL_POOL,
-    "ZeroPadding1D": LayerRule(("padding",), neutral={"data_format": "channels_last"}),
-    "ZeroPadding2D": LayerRule(("padding", "data_format")),
-    "Add": MERGE,
-    "Subtract": MERGE,
-    "Multiply": MERGE,
-    "Average": MERGE,
-    "Maximum": MERGE,
-    "Minimum": MERGE,
-    "Concatenate": LayerRule(("axis",)),
-    "Dropout": LayerRule(("rate", "noise_shape", "seed")),
-    "Activation": LayerRule(("activation",)),
-    "ReLU": LayerRule(("max_value", "negative_slope", "threshold")),
-    "LeakyReLU": LayerRule(renames={"negative_slope": "alpha"}),
-    "Softmax": LayerRule(("axis",)),
-    "Reshape": LayerRule(("target_shape",)),
-    "Flatten": LayerRule(("data_format",)),
-    "Rescaling": LayerRule(("scale", "offset")),
-}
+LayerRule = Twin  # how one class becomes a tf_keras layer: the `twin` column of the layer table
+SUPPORTED: dict[str, Twin] = {c: row.twin for c, row in LAYERS.items() if row.twin is not None}
 
 # Keras 3 activation name -> tf_keras activation (a name, or a function when tf_keras has none).
 # Names not listed (hard_sigmoid means something else in tf_keras; hard_silu, glu, ... are
