@@ -131,6 +131,7 @@ def _report(
             threshold,
             count_dead_units=has_output_units(tensor.layer_class, tensor.role),
             histogram=histograms,
+            count_blocks=runs_as_fully_connected(tensor),
         )
         layer = layers.setdefault(tensor.layer, LayerReport(tensor.layer, tensor.layer_class))
         layer.weights.append(WeightReport(tensor, stats, shown=show_all or tensor.prunable))
@@ -146,6 +147,11 @@ def _report(
         optimizer_tensors=len(optimizer),
         optimizer_params=sum(t.params for t in optimizer),
     )
+
+
+def runs_as_fully_connected(tensor: TensorInfo) -> bool:
+    """Dense kernels become LiteRT FULLY_CONNECTED weights (the one op that runs zeros sparse)."""
+    return tensor.layer_class == "Dense" and tensor.role == "kernel" and len(tensor.shape) == 2
 
 
 def gate_failures(

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from sparseprune.inspection import ModelReport, WeightReport
+from sparseprune.stats import TensorStats
 
 SCHEMA_VERSION = 1
 
@@ -26,6 +27,22 @@ def weight_dict(weight: WeightReport) -> dict[str, Any]:
         "inf": stats.inf,
         "dead_units": stats.dead_units,
         "prunable": tensor.prunable,
+        "litert": litert_dict(stats),
+    }
+
+
+def litert_dict(stats: TensorStats) -> dict[str, Any] | None:
+    """Dense kernels: LiteRT's 4x1 blocks and whether the converter would keep them sparse."""
+    verdict, blocks = stats.litert, stats.blocks
+    if verdict is None or blocks is None:
+        return None
+    return {
+        "block": list(blocks.block),
+        "zero_blocks": blocks.zero_blocks,
+        "blocks": blocks.blocks,
+        "block_sparsity": blocks.zero_blocks / blocks.blocks,
+        "runs_sparse": verdict.runs_sparse,
+        "reason": verdict.reason,
     }
 
 

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from sparseprune.inspection import ModelReport
 from sparseprune.render.inspect_output import flag_sentences
+from sparseprune.stats import TensorStats
 
 
 def print_tables(console: Console, reports: list[ModelReport], failures: dict[str, list[str]]):
@@ -34,6 +35,9 @@ def model_table(report: ModelReport) -> Table:
         table.add_column(column)
     for column in ("params", "zeros", "near-zero", "fraction", "dead units"):
         table.add_column(column, justify="right")
+    blocks = any(w.stats.litert is not None for w in report.weights if w.shown)
+    if blocks:
+        table.add_column("4x1 zero · LiteRT", justify="right")
     for layer in report.layers:
         for weight in (w for w in layer.weights if w.shown):
             t, s = weight.tensor, weight.stats
@@ -49,6 +53,7 @@ def model_table(report: ModelReport) -> Table:
                 f"{s.near_zero:,}{nan}{inf}",
                 f"{s.sparsity:.1%}",
                 str(s.dead_units) if s.dead_units else "",
+                *([litert_cell(s)] if blocks else []),
             )
     totals = report.totals
     table.add_section()
@@ -62,6 +67,7 @@ def model_table(report: ModelReport) -> Table:
         f"{totals.prunable_near_zero:,}",
         f"{totals.prunable_sparsity:.1%}",
         "",
+        *([""] if blocks else []),
     )
     table.add_row(
         "[bold]all weights",
@@ -73,5 +79,15 @@ def model_table(report: ModelReport) -> Table:
         f"{totals.near_zero:,}",
         f"{totals.sparsity:.1%}",
         "",
+        *([""] if blocks else []),
     )
     return table
+
+
+def litert_cell(stats: TensorStats) -> str:
+    """'90.0% sparse' (green) when the converter would keep the kernel sparse, else 'dense'."""
+    verdict, blocks = stats.litert, stats.blocks
+    if verdict is None or blocks is None:
+        return ""
+    fraction = f"{blocks.zero_blocks / blocks.blocks:.1%}"
+    return f"{fraction} [green]sparse[/]" if verdict.runs_sparse else f"{fraction} [dim]dense[/]"
