@@ -116,7 +116,7 @@ def shrink_model(
         changes = {name: (before[name], after[name]) for name in before}
         config = resize_config(model.config or {}, graph, changes)
         _finish_report(graph, arrays, report)
-        with atomic_path(target) as scratch:
+        with atomic_path(target, force=force, inputs=(source,)) as scratch:
             _write(model, config, arrays, scratch)
         result = ShrinkResult(
             input=label,

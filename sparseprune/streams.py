@@ -11,6 +11,9 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
+
+from sparseprune.errors import InputError, describe
 
 STDIN = "-"
 STDOUT = "-"
@@ -26,7 +29,20 @@ def input_path(path: str) -> Iterator[tuple[str, str]]:
     handle, spooled = tempfile.mkstemp(prefix="sparseprune-stdin-")
     try:
         with os.fdopen(handle, "wb") as out:
-            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+            _spool_stdin(out)
         yield spooled, STDIN_LABEL
     finally:
         os.unlink(spooled)
+
+
+def _spool_stdin(out: BinaryIO) -> None:
+    """Copy stdin to `out`; a closed or unreadable stdin is bad input, not a crash."""
+    source = getattr(sys.stdin, "buffer", None)
+    if source is None or source.closed:
+        raise InputError("standard input is closed; pipe a model into '-' or give a file path.")
+    try:
+        shutil.copyfileobj(source, out, 1 << 20)
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"cannot read the model from standard input ({describe(error)})."
+        ) from None

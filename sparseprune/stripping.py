@@ -91,7 +91,7 @@ def strip_model(
                 f"{model.path} has no pruning wrappers (PruneLowMagnitude layers); "
                 "nothing to strip."
             )
-        with atomic_path(target) as temp:
+        with atomic_path(target, force=force, inputs=(source,)) as temp:
             folds = write_stripped(model, temp, config, wrappers)
         result = StripResult(
             str(label or source), str(out_label or target), model.format, model.size

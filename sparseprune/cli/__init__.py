@@ -18,7 +18,7 @@ from sparseprune.cli import (
     shrink_cmd,
     strip_cmd,
 )
-from sparseprune.cli.common import state
+from sparseprune.cli.common import OneLineErrors, install_signal_handlers, state
 
 app = typer.Typer(
     name="sparseprune",
@@ -26,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=OneLineErrors,
 )
 
 
@@ -57,4 +58,5 @@ app.command("shrink")(shrink_cmd.shrink)
 
 
 def main() -> None:
+    install_signal_handlers()
     app(prog_name="sparseprune")

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import re
+import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+
+try:  # Typer >= 0.20 vendors Click; its exceptions are the ones raised
+    from typer._click import exceptions as click
+except ImportError:  # pragma: no cover - older Typer on real Click
+    from click import exceptions as click
 from rich.console import Console
 from rich.markup import escape
 
@@ -20,7 +30,15 @@ UnsafeOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable result.")]
 
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class StdoutClosed(Exception):
+    """The reader of stdout went away (`| head`)."""
 
 
 @dataclass
@@ -33,9 +51,16 @@ state = State()
 # emoji=False: names read from files (":x:") must print as they are.
 stdout = Console(highlight=False, soft_wrap=False, emoji=False)
 stderr = Console(stderr=True, highlight=False, emoji=False)
+
+
+def _stdout_closed() -> None:
+    raise StdoutClosed()
+
+
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 160  # piped tables stay readable instead of wrapping at 80 columns
+    _console.on_broken_pipe = _stdout_closed  # rich would exit 1; we exit 141 quietly
 
 
 def last_error() -> str:
@@ -56,7 +81,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 @contextlib.contextmanager
 def exit_codes() -> Iterator[None]:
-    """Turn library errors into one stderr line and their exit code (tracebacks with --debug)."""
+    """Turn library errors into one stderr line and their exit code (tracebacks with --debug).
+
+    Interrupts end the whole command (SystemExit, which no per-model loop catches); the temp
+    files of the work in progress are removed by the `finally` blocks they pass through.
+    """
     try:
         yield
     except SparsePruneError as error:
@@ -64,4 +93,70 @@ def exit_codes() -> Iterator[None]:
             raise
         raise fail(str(error), error.exit_code) from None
     except KeyboardInterrupt:
-        raise fail("interrupted.", 130) from None
+        raise SystemExit(fail("interrupted.", EXIT_INTERRUPTED).exit_code) from None
+    except Terminated:
+        raise SystemExit(fail("terminated.", EXIT_TERMINATED).exit_code) from None
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so cleanup runs as for Ctrl-C (not an Exception)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM cleans up like SIGINT. Only the CLI's own process does this, not the library."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+class OneLineErrors(TyperGroup):
+    """The app's group: usage errors as one stderr line (exit 2), a closed stdout pipe as a
+    quiet exit 141 (128 + SIGPIPE, what a shell reports for a writer killed by SIGPIPE)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            sys.stdout.flush()
+        except click.NoArgsIsHelpError as error:
+            error.show()
+            code = error.exit_code
+        except click.ClickException as error:
+            code = usage_error(error)
+        except typer.Abort:
+            code = fail("interrupted.", EXIT_INTERRUPTED).exit_code
+        except Terminated:
+            code = fail("terminated.", EXIT_TERMINATED).exit_code
+        except (StdoutClosed, BrokenPipeError):
+            code = quiet_broken_pipe()
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except OSError as error:
+            if error.errno != errno.EPIPE:
+                raise
+            raise StdoutClosed() from error  # before Typer turns it into a silent exit 1
+
+
+def usage_error(error: click.ClickException) -> int:
+    """Click's multi-line usage box as one line, with where to look for the usage."""
+    message = error.format_message().rstrip(".")
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        message += f"; see '{context.command_path} --help'"
+    return fail(
+        message + ".", 2 if isinstance(error, click.UsageError) else error.exit_code
+    ).exit_code
+
+
+def quiet_broken_pipe() -> int:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail, then exit 141."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE

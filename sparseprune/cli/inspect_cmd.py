@@ -10,9 +10,10 @@ import typer
 from rich.markup import escape
 
 from sparseprune.cli.common import exit_codes, fail, last_error, stderr, stdout
+from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.inspection import ModelReport, gate_failures, inspect_model
 from sparseprune.stats import DEFAULT_THRESHOLD
-from sparseprune.streams import input_path
+from sparseprune.streams import STDIN, input_path
 
 
 class OutputFormat(str, Enum):
@@ -51,9 +52,14 @@ def inspect(
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of |w| distributions and sparsity.")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing plot.")] = False,
 ) -> None:
     """Report per-layer near-zero weights of saved Keras models (no TensorFlow import)."""
     fmt = OutputFormat.json if as_json else output_format
+    plots = _plot_targets(plot, len(models))
+    with exit_codes():
+        for target in plots:
+            check_output_path(target, force, [m for m in models if m != STDIN])
     reports: list[ModelReport] = []
     errors: list[dict[str, str]] = []
     for model in models:
@@ -67,8 +73,8 @@ def inspect(
     failures = {r.path: gate_failures(r, min_sparsity, max_sparsity) for r in reports}
     if reports or fmt is OutputFormat.json:
         _render(fmt, reports, failures, errors)
-    if plot is not None:
-        _plots(reports, plot)
+    if plots:
+        _plots(reports, plots, force, models)
     if errors:
         raise typer.Exit(2)
     messages = [message for report_failures in failures.values() for message in report_failures]
@@ -93,13 +99,22 @@ def _render(fmt: OutputFormat, reports, failures, errors) -> None:
         print_tables(stdout, reports, {})
 
 
-def _plots(reports: list[ModelReport], plot: Path) -> None:
+def _plot_targets(plot: Path | None, count: int) -> list[Path]:
+    """One PNG per model: the --plot path itself, or `<stem>-<n>.png` for several models."""
+    if plot is None:
+        return []
+    if plot.suffix.lower() != ".png":
+        raise fail(f"--plot writes a PNG image; give a path ending in .png, not {plot}.")
+    if count == 1:
+        return [plot]
+    return [plot.with_stem(f"{plot.stem}-{index + 1}") for index in range(count)]
+
+
+def _plots(reports: list[ModelReport], targets: list[Path], force: bool, models) -> None:
     from sparseprune.render.plot import save_plot
 
-    for index, report in enumerate(reports):
-        target = plot if len(reports) == 1 else plot.with_stem(f"{plot.stem}-{index + 1}")
-        try:
-            save_plot(report, str(target))
-        except OSError as error:
-            raise fail(f"cannot write plot {target}: {error.strerror or error}.") from None
-        stderr.print(f"plot written to {target}")
+    inputs = [m for m in models if m != STDIN]
+    for report, target in zip(reports, targets, strict=False):
+        with exit_codes(), atomic_path(target, force=force, inputs=inputs) as temp:
+            save_plot(report, str(temp))
+        stderr.print(f"plot written to {escape(str(target))}")

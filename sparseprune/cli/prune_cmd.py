@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from sparseprune.cli.common import exit_codes, stderr, stdout
 from sparseprune.errors import CheckFailed, InputError
+from sparseprune.formats.atomic import check_output_path, write_text_output
 from sparseprune.pruning import PruneResult, default_output, output_suffix, prune_model
 from sparseprune.recipes import PruneSpec, load_recipe, merge, parse_block, parse_pattern
 from sparseprune.render import prune_output
@@ -203,6 +204,8 @@ def prune(
                 from sparseprune.keras_ops.loading import check_loadable
 
                 check_loadable(path, unsafe)
+            if json_file is not None:
+                check_output_path(json_file, force, (path,), (("model output", target),))
             result = _with_progress(
                 path,
                 target,
@@ -222,7 +225,7 @@ def prune(
                 with open(target, "rb") as written:
                     shutil.copyfileobj(written, sys.stdout.buffer, 1 << 20)
                 sys.stdout.buffer.flush()
-        _report(result, as_json, json_file, to_stdout)
+        _report(result, as_json, json_file, to_stdout, force, path)
         if result.failures:
             raise CheckFailed(f"{len(result.failures)} check(s) failed on the written file.")
 
@@ -233,7 +236,7 @@ def output_target(path: str, label: str, output: str | None) -> Iterator[tuple[P
     if output != STDOUT:
         if output is None and label == STDIN_LABEL:
             raise InputError("reading the model from stdin needs -o FILE or -o -.")
-        target = Path(output) if output else default_output(Path(path))
+        target = Path(output) if output is not None else default_output(Path(path))
         yield target, str(target)
         return
     with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
@@ -319,11 +322,18 @@ def _train_spec(
     ).validate()
 
 
-def _report(result: PruneResult, as_json: bool, json_file: Path | None, to_stdout: bool) -> None:
+def _report(
+    result: PruneResult,
+    as_json: bool,
+    json_file: Path | None,
+    to_stdout: bool,
+    force: bool,
+    source: str,
+) -> None:
     """JSON to stdout (or stderr when stdout carries the model), or a table; --json-file too."""
     text = prune_output.to_json(result)
     if json_file is not None:
-        json_file.write_text(text + "\n")
+        write_text_output(json_file, text + "\n", force=force, inputs=(source,))
     if as_json and not to_stdout:
         typer.echo(text)
     elif as_json and json_file is None:

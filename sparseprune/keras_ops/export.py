@@ -47,7 +47,7 @@ def export_tflite(
     if samples is not None:
         samples = fit_inputs(model, samples, data_label)
     content = convert(model, quantize, samples, sparsity)
-    with atomic_path(target) as temp:
+    with atomic_path(target, force=force, inputs=(path,)) as temp:
         temp.write_bytes(content)
     result: dict[str, Any] = {
         "model": path,

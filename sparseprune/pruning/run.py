@@ -114,7 +114,7 @@ def prune_model(
     job = _Job(source, spec, label, out_label, on_tensor, method, train, unsafe, on_epoch)
     if spec.structure == "units":
         return _prune_units(job, target, force)
-    return _prune_to(job, target)
+    return _prune_to(job, target, force)
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def _prune_units(job: _Job, target: Path, force: bool) -> PruneResult:
         structured.check_request(model, target, job.method)
     with tempfile.TemporaryDirectory(prefix="sparseprune-units-") as scratch:
         zeroed = Path(scratch) / f"zeroed{_suffix(target)}"
-        result = _prune_to(job, zeroed)
+        result = _prune_to(job, zeroed, force=True)
         shrunk = structured.shrink_into(zeroed, target, force, str(job.label or job.source))
     result.output = str(job.out_label or target)
     result.output_size = shrunk.output_size
@@ -151,7 +151,7 @@ def _prune_units(job: _Job, target: Path, force: bool) -> PruneResult:
     return result
 
 
-def _prune_to(job: _Job, target: Path) -> PruneResult:
+def _prune_to(job: _Job, target: Path, force: bool) -> PruneResult:
     """Plan, (train,) write `target` atomically, re-read and check it."""
     source, spec, label, method, train = job.source, job.spec, job.label, job.method, job.train
     with open_model(source, label) as model:
@@ -166,7 +166,7 @@ def _prune_to(job: _Job, target: Path) -> PruneResult:
             pool = structured.UnitPool(model, plan) if plan.unit_pooled else None
             block_pool = _block_pool(model, plan)
             transform = _transform(plan, outcomes, _global_selection(model, plan), pool, block_pool)
-        with atomic_path(target) as temp:
+        with atomic_path(target, force=force, inputs=(source,)) as temp:
             if target_format == model.format:
                 write_model(model, temp, transform, not spec.keep_optimizer, job.on_tensor)
             else:

@@ -56,7 +56,7 @@ def save_plot(report: ModelReport, path: str) -> None:
         bars.text(min(value, 0.85) + 0.01, y + 0.3, f"{value:.1%}", fontsize=8)
     fig.suptitle(report.path)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    fig.savefig(path, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
 
 

@@ -66,7 +66,7 @@ def print_result(console: Console, result: PruneResult) -> None:
         table.add_column(column, justify="right")
     for t in result.pruned:
         table.add_row(
-            t.tensor.name,
+            escape(t.tensor.name),
             t.method or "",
             "×".join(map(str, t.tensor.shape)),
             f"{t.tensor.params:,}",
