@@ -359,7 +359,7 @@ def test_existing_output_survives_a_failed_run(tmp_path: Path, monkeypatch) -> N
     target = tmp_path / "out.keras"
     target.write_bytes(b"old")
     monkeypatch.setattr(writer, "_write_archive", lambda *a: (_ for _ in ()).throw(OSError("disk")))
-    with pytest.raises(InputError, match="cannot write .*out.keras: disk"):
+    with pytest.raises(InputError, match=r"cannot write .*out\.keras: disk"):
         prune_model(MLP, target, PruneSpec(target=0.5), force=True)
     assert target.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
 
