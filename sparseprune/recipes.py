@@ -6,6 +6,8 @@ Recipe keys mirror the `prune` options; `[layer.NAME]` sections set per-layer `t
 
 from __future__ import annotations
 
+import re
+import reprlib
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +30,11 @@ STRUCTURES = ("weights", "units")
 BlockPooling = Literal["avg", "max"]
 BLOCK_POOLINGS = ("avg", "max")
 MAX_BLOCK_SIDE = 1024
+# Values quoted in errors are cut short: a recipe may hold a 400-digit number or deep arrays.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 3, 4, 60, 60
+_SHORT.maxlong = 40
+_KEY_LINE = re.compile(r"^\s*(\[+[^\]]*\]+|[^=\s][^=]*?)\s*=", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class PruneSpec:
         if self.threshold is not None and not self.threshold >= 0:
             raise InputError(f"'threshold' must be >= 0, got {self.threshold}.")
         if self.scope not in SCOPES:
-            raise InputError(f"'scope' must be 'layer' or 'global', got {self.scope!r}.")
+            raise InputError(f"'scope' must be 'layer' or 'global', got {short(self.scope)}.")
         if self.mask is not None and (self.target is not None or self.pattern is not None):
             raise InputError("'mask' replaces magnitude pruning; drop 'target' and 'pattern'.")
         if self.pattern is not None and self.target is not None:
@@ -111,7 +118,13 @@ def load_recipe(path: str | Path) -> PruneSpec:
     """Read a TOML recipe; unknown keys and out-of-range values are errors naming the key."""
     source = Path(path)
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise InputError(
+            f"recipe {source}: '{_deepest_key(text)}' nests arrays or tables too deeply; "
+            "a recipe holds numbers, strings and [layer.NAME] tables."
+        ) from None
     except FileNotFoundError as error:
         raise InputError(f"recipe {source} does not exist.") from error
     except (OSError, UnicodeDecodeError) as error:
@@ -122,6 +135,13 @@ def load_recipe(path: str | Path) -> PruneSpec:
     if unknown:
         known = ", ".join(sorted(RECIPE_KEYS))
         raise InputError(f"recipe {source}: unknown key '{unknown[0]}'; known keys: {known}.")
+    try:
+        return _spec(data, source)
+    except InputError as error:
+        raise InputError(f"recipe {source}: {error}") from None
+
+
+def _spec(data: dict[str, Any], source: Path) -> PruneSpec:
     values: dict[str, Any] = {
         "target": _number(data, "target"),
         "threshold": _number(data, "threshold"),
@@ -140,10 +160,7 @@ def load_recipe(path: str | Path) -> PruneSpec:
     mask = _text(data, "mask")
     if mask is not None:
         values["mask"] = str((source.parent / mask) if not Path(mask).is_absolute() else mask)
-    try:
-        return PruneSpec(**values).validate()
-    except InputError as error:
-        raise InputError(f"recipe {source}: {error}") from None
+    return PruneSpec(**values).validate()
 
 
 def merge(base: PruneSpec, overrides: dict[str, Any], sets: list[str]) -> PruneSpec:
@@ -177,9 +194,9 @@ def parse_pattern(value: Any, key: str = "--pattern") -> tuple[int, int]:
     try:
         zeros, group = (int(part) for part in str(value).split(":"))
     except ValueError:
-        raise InputError(f"'{key}' must look like N:M (e.g. 2:4), got '{value}'.") from None
+        raise InputError(f"'{key}' must look like N:M (e.g. 2:4), got {short(value)}.") from None
     if not 0 < zeros < group:
-        raise InputError(f"'{key}' needs 0 < N < M, got '{value}'.")
+        raise InputError(f"'{key}' needs 0 < N < M, got {short(value)}.")
     return zeros, group
 
 
@@ -190,11 +207,11 @@ def parse_block(value: Any, key: str = "--block") -> tuple[int, int]:
     else:
         text = str(value).lower().replace("×", "x")
         parts = text.split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise InputError(f"'{key}' must look like RxC (e.g. 4x1), got '{value}'.")
+        if len(parts) != 2 or not all(p.strip().isdigit() and len(p) < 10 for p in parts):
+            raise InputError(f"'{key}' must look like RxC (e.g. 4x1), got {short(value)}.")
         rows, cols = (int(p) for p in parts)
     if not (1 <= rows <= MAX_BLOCK_SIDE and 1 <= cols <= MAX_BLOCK_SIDE):
-        raise InputError(f"'{key}' needs sides from 1 to {MAX_BLOCK_SIDE}, got '{value}'.")
+        raise InputError(f"'{key}' needs sides from 1 to {MAX_BLOCK_SIDE}, got {short(value)}.")
     if rows * cols == 1:
         raise InputError(f"'{key}' 1x1 is single weights; drop it (or use e.g. 4x1).")
     return rows, cols
@@ -222,7 +239,7 @@ def _rules(table: Any) -> dict[str, LayerRule]:
 def _check_structure(spec: PruneSpec) -> None:
     """Units are chosen by norm at a fraction; single-weight rules would leave units half-pruned."""
     if spec.structure not in STRUCTURES:
-        raise InputError(f"'structure' must be 'weights' or 'units', got {spec.structure!r}.")
+        raise InputError(f"'structure' must be 'weights' or 'units', got {short(spec.structure)}.")
     if spec.structure != "units":
         return
     for key in ("threshold", "pattern", "mask"):
@@ -236,7 +253,7 @@ def _check_structure(spec: PruneSpec) -> None:
 def _check_block(spec: PruneSpec) -> None:
     """Blocks are ranked at a target fraction of blocks; single-weight rules would break them."""
     if spec.block_pooling not in BLOCK_POOLINGS:
-        raise InputError(f"'block_pooling' must be 'avg' or 'max', got {spec.block_pooling!r}.")
+        raise InputError(f"'block_pooling' must be 'avg' or 'max', got {short(spec.block_pooling)}.")
     if spec.block is None:
         return
     if spec.structure == "units":
@@ -263,19 +280,39 @@ def _number(data: dict, key: str, prefix: str = "") -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"'{prefix}{key}' must be a number, got {value!r}.")
-    return float(value)
+        raise InputError(f"'{prefix}{key}' must be a number, got {short(value)}.")
+    try:
+        return float(value)
+    except OverflowError:
+        raise InputError(f"'{prefix}{key}' is out of range, got {short(value)}.") from None
+
+
+def short(value: Any) -> str:
+    """A value quoted in an error, cut to a few dozen characters."""
+    return _SHORT.repr(value)
+
+
+def _deepest_key(text: str) -> str:
+    """The key on the line where brackets nest deepest (for errors after a RecursionError)."""
+    depth = best = 0
+    best_at = 0
+    for position, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if depth > best:
+            best, best_at = depth, position
+    keys = [m for m in _KEY_LINE.finditer(text, 0, best_at)]
+    return keys[-1].group(1).strip() if keys else "(top level)"
 
 
 def _text(data: dict, key: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        raise InputError(f"'{key}' must be a string, got {value!r}.")
+        raise InputError(f"'{key}' must be a string, got {short(value)}.")
     return value
 
 
 def _flag(data: dict, key: str) -> bool:
     value = data.get(key, False)
     if not isinstance(value, bool):
-        raise InputError(f"'{key}' must be true or false, got {value!r}.")
+        raise InputError(f"'{key}' must be true or false, got {short(value)}.")
     return value

@@ -56,3 +56,35 @@ def write_keras(path: Path, members: list[tuple[str, bytes]] | None = None) -> P
 def write_h5(path: Path, mutate) -> Path:
     path.write_bytes(weights_h5_bytes(mutate))
     return path
+
+
+def many_layers_keras(path: Path, layers: int) -> Path:
+    """A Sequential `.keras` of `layers` Dense(2) layers laid out as tf_keras / Keras < 3.6 save
+    it: `layers/dense_<i>/vars/<j>` without `name` attributes, so keys are replayed from config."""
+    dense = [
+        {
+            "module": "keras.layers",
+            "class_name": "Dense",
+            "config": {"name": f"d{i}", "units": 2, "use_bias": True},
+        }
+        for i in range(layers)
+    ]
+    config = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {"name": "deep", "layers": dense},
+    }
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for i in range(layers):
+            group = f.create_group(f"layers/{'dense' if i == 0 else f'dense_{i}'}/vars")
+            group["0"] = np.full((2, 2), i + 1, dtype=np.float32)
+            group["1"] = np.zeros(2, dtype=np.float32)
+    return write_keras(
+        path,
+        [
+            ("metadata.json", b'{"keras_version": "3.5.0"}'),
+            ("config.json", json.dumps(config).encode()),
+            ("model.weights.h5", buffer.getvalue()),
+        ],
+    )

@@ -204,6 +204,10 @@ def prune(
                 from sparseprune.keras_ops.loading import check_loadable
 
                 check_loadable(path, unsafe)
+                if data is not None:
+                    from sparseprune.keras_ops.verify import verification_data
+
+                    verification_data(data)
             if json_file is not None:
                 check_output_path(json_file, force, (path,), (("model output", target),))
             result = _with_progress(

@@ -58,13 +58,18 @@ def check_members(archive: zipfile.ZipFile, label: str) -> None:
         parts = name.replace("\\", "/").split("/")
         if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
             raise UnsafeModelError(f"{label} has a zip member with an unsafe path '{name}'.")
-        if info.file_size > BOMB_FLOOR_BYTES and info.file_size > BOMB_MAX_EXPANSION * max(
-            info.compress_size, 1
-        ):
-            raise UnsafeModelError(
-                f"{label}: zip member '{name}' expands from {info.compress_size:,} to "
-                f"{info.file_size:,} bytes; refusing a likely decompression bomb."
-            )
+        check_expansion(info, f"{label}: zip member '{name}'")
+
+
+def check_expansion(info: zipfile.ZipInfo, what: str) -> None:
+    """Refuse a member that is big and expands more than Keras's own loader allows."""
+    if info.file_size > BOMB_FLOOR_BYTES and info.file_size > BOMB_MAX_EXPANSION * max(
+        info.compress_size, 1
+    ):
+        raise UnsafeModelError(
+            f"{what} expands from {info.compress_size:,} to {info.file_size:,} bytes; "
+            "refusing a likely decompression bomb."
+        )
 
 
 def read_json_member(archive: zipfile.ZipFile, name: str, label: str) -> bytes:

@@ -5,6 +5,7 @@ Every object in the file is checked once when it is opened, so the readers above
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from typing import IO
@@ -22,6 +23,24 @@ BOMB_FLOOR_BYTES = 1 << 20
 BOMB_MAX_EXPANSION = 1100
 NUMERIC_KINDS = frozenset("biuf")
 SLAB_BYTES = 16 << 20
+# What h5py raises while reading data, attributes or types that are corrupt or unsupported.
+H5_READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError)
+
+
+@contextlib.contextmanager
+def reading(label: str, what: str) -> Iterator[None]:
+    """Turn h5py's errors while reading `what` from the input into one `InputError`.
+
+    Wrap reads only (never writes to an output), so a full disk is not reported as a corrupt input.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except H5_READ_ERRORS as error:
+        raise InputError(
+            f"{label}: cannot read {what} ({describe(error)}); the file is corrupt or truncated."
+        ) from error
 
 
 def open_h5(source: str | IO[bytes], label: str) -> h5py.File:
@@ -60,6 +79,14 @@ def _walk(group: h5py.Group, label: str, prefix: str = "", depth: int = 0) -> It
                 "because they can point at other data or files."
             )
         obj = group[name]
+        if not isinstance(obj, h5py.Datatype) and h5py.h5o.get_info(obj.id).rc > 1:
+            # Keras links every object once; a second hard link makes the tree a DAG (or a
+            # cycle) whose paths multiply with depth, so walking it would never end. (A committed
+            # datatype also counts the datasets that use it, so it is not checked.)
+            raise UnsafeModelError(
+                f"{label}: the HDF5 object at '{path}' is linked from more than one place; "
+                "sparseprune refuses files whose groups or datasets are shared."
+            )
         yield path, obj
         if isinstance(obj, h5py.Group):
             yield from _walk(obj, label, path, depth + 1)

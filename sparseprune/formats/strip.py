@@ -33,7 +33,7 @@ import numpy as np
 from sparseprune.errors import InputError
 from sparseprune.formats import archive as zipped
 from sparseprune.formats.config import LayerTree, build_tree
-from sparseprune.formats.h5safe import read_array
+from sparseprune.formats.h5safe import read_array, reading
 from sparseprune.formats.legacy_h5 import string_list_attr
 from sparseprune.formats.model import FORMAT_KERAS, TensorInfo
 from sparseprune.formats.reader import ModelFile
@@ -106,13 +106,14 @@ class _Folder:
         self.folds: list[Fold] = []
         self._masks: dict[str, np.ndarray] = {}
         self._tensors: dict[str, TensorInfo] = {}
-        self.copier = TreeCopier(self._tensors, self._fold, False, None)
+        self.copier = TreeCopier(self._tensors, self._fold, False, None, label)
         self.copier.compress = compress
 
     def add(
         self, wrapper: Wrapper, weight: h5py.Dataset, mask: h5py.Dataset, output_path: str
     ) -> None:
-        values = read_array(mask)
+        with reading(self.label, f"dataset '{mask.name}'"):
+            values = read_array(mask)
         if values.shape != weight.shape or not np.isin(values, (0, 1)).all():
             raise InputError(
                 f"{self.label}: the mask of '{wrapper.layer}' is not a 0/1 array of the weight's "
@@ -129,11 +130,8 @@ class _Folder:
     def _fold(self, tensor: TensorInfo, values: np.ndarray) -> np.ndarray:
         return fold_mask(values, self._masks.pop(tensor.path))
 
-    def copy(self, item: h5py.Group | h5py.Dataset, dest: h5py.Group, name: str) -> None:
-        if isinstance(item, h5py.Group):
-            self.copier.copy_group(item, create_group(dest, name))
-        else:
-            self.copier.copy_dataset(item, dest, name)
+    def copy(self, item: h5py.HLObject, dest: h5py.Group, name: str) -> None:
+        self.copier.copy_item(item, dest, name)
 
 
 def _pick_in_order(
@@ -161,7 +159,7 @@ def _write_legacy(
 ) -> list[Fold]:
     folder = _Folder(model.path, compress=True)
     with new_h5(target) as out:
-        copy_attrs(model.weights, out)
+        copy_attrs(model.weights, out, model.path)
         out.attrs["model_config"] = json.dumps(config)
         for name, item in model.weights.items():
             if name == "model_weights" and isinstance(item, h5py.Group):
@@ -175,7 +173,7 @@ def _strip_model_weights(
     source: h5py.Group, dest: h5py.Group, wrappers: list[Wrapper], folder: _Folder
 ) -> None:
     """Rename top-level wrapper groups to their inner layer; strip wrappers in nested models."""
-    copy_attrs(source, dest)
+    copy_attrs(source, dest, folder.label)
     top = {w.name: w for w in wrappers if not w.scope}
     names = string_list_attr(source, "layer_names", folder.label)
     _set_names(dest, "layer_names", [top[n].inner_name if n in top else n for n in names])
@@ -196,7 +194,7 @@ def _strip_layer_group(
     folder: _Folder,
 ) -> None:
     """Copy one layer group's weights without the wrappers' own, masks folded in."""
-    copy_attrs(source, dest)
+    copy_attrs(source, dest, folder.label)
     names = string_list_attr(source, "weight_names", folder.label)
     owners = {w.name for w in wrappers}
     kept = [n for n in names if _scope(n) not in owners or _role(n) not in WRAPPER_ROLES]
@@ -211,7 +209,7 @@ def _strip_layer_group(
             folder.add(wrapper, source[weight], source[mask], output)
     _set_names(dest, "weight_names", kept)
     for name in kept:
-        parent = _parent_group(source, dest, name)
+        parent = _parent_group(source, dest, name, folder.label)
         folder.copier.copy_dataset(source[name], parent, name.rsplit("/", 1)[-1])
 
 
@@ -241,13 +239,13 @@ def _pair_legacy(
     return [inner[i] for i in prunable]
 
 
-def _parent_group(source: h5py.Group, dest: h5py.Group, name: str) -> h5py.Group:
+def _parent_group(source: h5py.Group, dest: h5py.Group, name: str, label: str) -> h5py.Group:
     """The group `name` (a path relative to `source`) goes in under `dest`, made as needed."""
     group, origin = dest, source
     for part in name.split("/")[:-1]:
         origin = origin[part]
         if part not in group:
-            copy_attrs(origin, create_group(group, part))
+            copy_attrs(origin, create_group(group, part), label)
         group = group[part]
     return group
 
@@ -314,7 +312,7 @@ def _copy_container(
     folder: _Folder,
 ) -> None:
     """Copy a model's (or a layer's) group; its `layers` list is rebuilt under new keys."""
-    copy_attrs(source, dest)
+    copy_attrs(source, dest, folder.label)
     for name, item in source.items():
         if name in LAYER_LISTS and isinstance(item, h5py.Group) and old.children:
             _copy_layers(item, create_group(dest, name), old, new, wrappers, folder)
@@ -331,7 +329,7 @@ def _copy_layers(
     folder: _Folder,
 ) -> None:
     """Each layer's group moves from its old key to the key Keras gives it after unwrapping."""
-    copy_attrs(source, dest)
+    copy_attrs(source, dest, folder.label)
     old_keys = {key: i for i, key in enumerate(storage_keys(old))}
     new_keys = list(storage_keys(new))
     for name, item in source.items():
@@ -358,7 +356,7 @@ def _unwrap_group(source: h5py.Group, dest: h5py.Group, wrapper: Wrapper, folder
         )
     copies, masks = _keras_wrapper_vars(own, wrapper, folder.label)
     candidates = _datasets(inner)
-    tests = [lambda i, c=copy: _same_values(candidates[i], c) for copy in copies]
+    tests = [lambda i, c=copy: _same_values(candidates[i], c, folder.label) for copy in copies]
     picks = _pick_in_order(len(candidates), tests, wrapper, folder.label)
     for mask, index in zip(masks, picks, strict=True):
         relative = candidates[index].name[len(inner.name) :]
@@ -399,8 +397,9 @@ def _datasets(group: h5py.Group) -> list[h5py.Dataset]:
     return found
 
 
-def _same_values(a: h5py.Dataset, b: h5py.Dataset) -> bool:
+def _same_values(a: h5py.Dataset, b: h5py.Dataset, label: str) -> bool:
     """The wrapper's copy of a weight is the same variable saved twice: bit-identical."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    return np.array_equal(read_array(a), read_array(b), equal_nan=True)
+    with reading(label, f"datasets '{a.name}' and '{b.name}'"):
+        return np.array_equal(read_array(a), read_array(b), equal_nan=True)

@@ -28,9 +28,38 @@ def read_varstore(
     `keras2` says the file was written by tf_keras, whose variable names differ in places.
     """
     tensors: list[TensorInfo] = []
+    index = _ChildIndex()
     for group_path, vars_group in _vars_groups(root):
-        tensors.extend(_describe_vars(root, group_path, vars_group, tree, keras2))
+        tensors.extend(_describe_vars(root, group_path, vars_group, tree, keras2, index))
     return tensors
+
+
+class _ChildIndex:
+    """Each container's children by storage key and by name, built once per container.
+
+    Recomputing them per layer made a file of n layers cost O(n^2) (4,000 layers: minutes).
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[int, dict[str, LayerTree]] = {}
+        self._names: dict[int, dict[str, LayerTree]] = {}
+
+    def child(self, node: LayerTree | None, key: str, name: str | None) -> LayerTree | None:
+        if node is None:
+            return None
+        if name is not None and (found := self._by_name(node).get(name)) is not None:
+            return found
+        if id(node) not in self._keys:
+            self._keys[id(node)] = storage_keys(node)
+        return self._keys[id(node)].get(key)
+
+    def _by_name(self, node: LayerTree) -> dict[str, LayerTree]:
+        if id(node) not in self._names:
+            names: dict[str, LayerTree] = {}
+            for child in node.children:  # the first child of a name wins, as in child_named
+                names.setdefault(child.info.name.rsplit("/", 1)[-1], child)
+            self._names[id(node)] = names
+        return self._names[id(node)]
 
 
 def _vars_groups(group: h5py.Group, path: tuple[str, ...] = ()) -> Iterator:
@@ -48,13 +77,14 @@ def _describe_vars(
     vars_group: h5py.Group,
     tree: LayerTree | None,
     keras2: bool,
+    index: _ChildIndex,
 ) -> list[TensorInfo]:
     indices = sorted(
         (k for k in vars_group if isinstance(vars_group[k], h5py.Dataset)), key=natural_key
     )
     if not indices:
         return []
-    kind, layer, subpath = _locate(root, path, tree)
+    kind, layer, subpath = _locate(root, path, tree, index)
     layer_class = layer.class_name if layer else None
     found = _slots(layer, subpath, len(indices), keras2) if kind == "weight" else None
     tensors = []
@@ -78,7 +108,7 @@ def _describe_vars(
 
 
 def _locate(
-    root: h5py.Group, path: tuple[str, ...], tree: LayerTree | None
+    root: h5py.Group, path: tuple[str, ...], tree: LayerTree | None, index: _ChildIndex
 ) -> tuple[TensorKind, LayerInfo | None, tuple[str, ...]]:
     """Split a group path into (kind, the layer it belongs to, the sub-object path within it)."""
     if not path or path[0] not in LAYER_LISTS:
@@ -92,21 +122,13 @@ def _locate(
         key = path[i + 1]
         group_path = "/".join(path[: i + 2])
         name = _name_attr(root, group_path)
-        child = _child(node, key, name)
+        child = index.child(node, key, name)
         node = child
         layer_name = name or (child.info.name.rsplit("/", 1)[-1] if child else key)
         names.append(layer_name)
         layer = _layer_info("/".join(names), key, child)
         i += 2
     return "weight", layer, path[i:]
-
-
-def _child(node: LayerTree | None, key: str, name: str | None) -> LayerTree | None:
-    if node is None:
-        return None
-    if name is not None and (found := node.child_named(name)) is not None:
-        return found
-    return storage_keys(node).get(key)
 
 
 def storage_keys(node: LayerTree) -> dict[str, LayerTree]:

@@ -14,7 +14,7 @@ import math
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -22,8 +22,15 @@ from typing import IO
 import h5py
 import numpy as np
 
+from sparseprune.errors import InputError
 from sparseprune.formats import archive as zipped
-from sparseprune.formats.h5safe import SLAB_BYTES, encode_like, read_array, slab_selections
+from sparseprune.formats.h5safe import (
+    SLAB_BYTES,
+    encode_like,
+    read_array,
+    reading,
+    slab_selections,
+)
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, TensorInfo
 from sparseprune.formats.reader import ModelFile
 
@@ -53,7 +60,7 @@ def write_model(
 ) -> None:
     """Write `model` to `target` (a fresh path) in the model's own format."""
     by_path = {t.path: t for t in model.tensors}
-    copier = TreeCopier(by_path, transform, reset_optimizer, on_tensor)
+    copier = TreeCopier(by_path, transform, reset_optimizer, on_tensor, model.path)
     if model.format == FORMAT_KERAS:
         _write_archive(model, target, copier)
     else:
@@ -66,7 +73,8 @@ def write_model(
 class TreeCopier:
     """Recreate an HDF5 tree group by group, passing each known tensor through `transform`."""
 
-    def __init__(self, tensors, transform, reset_optimizer, on_tensor) -> None:
+    def __init__(self, tensors, transform, reset_optimizer, on_tensor, label: str) -> None:
+        self.label = label  # the input's name, for errors while reading it
         self.tensors: dict[str, TensorInfo] = tensors
         self.transform: Transform = transform
         self.reset_optimizer = reset_optimizer
@@ -75,26 +83,38 @@ class TreeCopier:
         self.drop_optimizer = False
 
     def copy_group(self, source: h5py.Group, dest: h5py.Group) -> None:
-        copy_attrs(source, dest)
-        for name in source:
-            item = source[name]
-            if isinstance(item, h5py.Group):
-                if self.drop_optimizer and item.name == "/optimizer_weights":
-                    continue
-                self.copy_group(item, create_group(dest, name))
-            else:
-                self.copy_dataset(item, dest, name)
+        copy_attrs(source, dest, self.label)
+        with reading(self.label, f"group '{source.name}'"):
+            names = list(source)
+        for name in names:
+            with reading(self.label, f"object '{source.name}/{name}'"):
+                item = source[name]
+            if not (self.drop_optimizer and item.name == "/optimizer_weights"):
+                self.copy_item(item, dest, name)
+
+    def copy_item(self, item: h5py.HLObject, dest: h5py.Group, name: str) -> None:
+        """A group or dataset under `dest`; anything else (a committed datatype) is refused."""
+        if isinstance(item, h5py.Group):
+            self.copy_group(item, create_group(dest, name))
+        elif isinstance(item, h5py.Dataset):
+            self.copy_dataset(item, dest, name)
+        else:
+            raise InputError(
+                f"{self.label}: '{item.name}' is a committed HDF5 datatype, which Keras never "
+                "writes; sparseprune does not rewrite files that hold one."
+            )
 
     def copy_dataset(self, source: h5py.Dataset, dest: h5py.Group, name: str) -> None:
         tensor = self.tensors.get(source.name.lstrip("/"))
-        values = self._new_values(tensor, source)
+        with reading(self.label, f"dataset '{source.name}'"):
+            values = self._new_values(tensor, source)
         out = dest.create_dataset(name, **self._layout(source, values))
         if values is not None:
             if out.size:
                 out[...] = encode_like(source, values)
         else:
             self._copy_slabs(source, out)
-        copy_attrs(source, out)
+        copy_attrs(source, out, self.label)
         if tensor is not None and self.on_tensor is not None:
             self.on_tensor(tensor)
 
@@ -112,10 +132,13 @@ class TreeCopier:
 
     def _copy_slabs(self, source: h5py.Dataset, out: h5py.Dataset) -> None:
         if not source.shape or source.nbytes <= SLAB_BYTES:
-            out[()] = source[()]
-            return
-        for selection in slab_selections(source.shape, source.dtype.itemsize):
-            out[selection] = source[selection]
+            selections: Iterator[tuple] = iter([()])
+        else:
+            selections = slab_selections(source.shape, source.dtype.itemsize)
+        for selection in selections:
+            with reading(self.label, f"dataset '{source.name}'"):
+                block = source[selection]
+            out[selection] = block
 
 
 def encode_values(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -170,9 +193,14 @@ def _too_compressible(values: np.ndarray, nbytes: int) -> bool:
     return nbytes > KERAS_H5_RATIO * max(nonzero_bytes, 1)
 
 
-def copy_attrs(source: h5py.HLObject, dest: h5py.HLObject) -> None:
-    for key in source.attrs:
-        dest.attrs.create(key, source.attrs[key], dtype=source.attrs.get_id(key).dtype)
+def copy_attrs(source: h5py.HLObject, dest: h5py.HLObject, label: str = "the model file") -> None:
+    """Copy every attribute with its stored type; an unreadable one is the input's fault."""
+    with reading(label, f"the attributes of '{source.name}'"):
+        keys = list(source.attrs)
+    for key in keys:
+        with reading(label, f"attribute '{key}' of '{source.name}'"):
+            value, dtype = source.attrs[key], source.attrs.get_id(key).dtype
+        dest.attrs.create(key, value, dtype=dtype)
 
 
 def _write_archive(model: ModelFile, target: Path, copier: TreeCopier) -> None:

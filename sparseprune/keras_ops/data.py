@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sparseprune.errors import InputError, describe
+from sparseprune.errors import InputError
+from sparseprune.formats.npz import read_npz
 
 TRAIN_KEYS = (("x", "y"), ("x_train", "y_train"))
 VALIDATION_KEYS = (("x_val", "y_val"), ("x_test", "y_test"))
-NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass
@@ -59,20 +57,6 @@ def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
         names = ", ".join(sorted(arrays)[:12]) or "nothing"
         raise InputError(f"data file {path} needs arrays {expected}; it has {names}.")
     return found[0], found[1], f"{path}:{found[2]}"
-
-
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of an `.npz`, read without pickles; one clear error for anything else."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise InputError(f"data file {path} is a single .npy array, not an .npz archive.")
-        with archive:
-            return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise InputError(f"data file {path} does not exist.") from None
-    except NPZ_ERRORS as error:
-        raise InputError(f"data file {path} is not a readable .npz ({describe(error)}).") from None
 
 
 def _pair(

@@ -20,8 +20,8 @@ import numpy as np
 
 from sparseprune.errors import InputError, describe
 from sparseprune.formats.atomic import atomic_path, check_output_path
+from sparseprune.formats.npz import read_npz
 from sparseprune.keras_ops.bench import is_tflite, make_interpreter
-from sparseprune.keras_ops.data import read_npz
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.verify import as_array
 

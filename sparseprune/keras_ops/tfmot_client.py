@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sparseprune.errors import InputError, describe
+from sparseprune.formats.npz import read_npz
 from sparseprune.training import TrainSpec
 
 PROTOCOL_VERSION = 1
@@ -162,12 +162,7 @@ def _failure(workdir: Path, code: int) -> str:
 
 
 def _load_weights(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        message = f"cannot read the TFMOT worker's weights {path} ({describe(error)})."
-        raise InputError(message) from error
+    return read_npz(path, "the TFMOT worker's weights")
 
 
 def _load_json(path: Path) -> Any:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sparseprune.errors import InputError
+from sparseprune.formats.npz import npz_keys, read_npz
 from sparseprune.keras_ops.loading import load_keras_model
 
 SAMPLES = 64
@@ -42,16 +43,17 @@ def difference_summary(expected: np.ndarray, actual: np.ndarray, kind: str) -> d
     }
 
 
+def verification_data(data: Path) -> tuple[np.ndarray, str]:
+    """The first SAMPLES inputs of --data (checked without Keras, so callers can refuse early)."""
+    key = next((k for k in DATA_KEYS if k in npz_keys(data)), None)
+    if key is None:
+        raise InputError(f"{data} has none of the arrays {', '.join(DATA_KEYS)}.")
+    return read_npz(data, keys=[key])[key][:SAMPLES], f"{data}:{key}"
+
+
 def verification_inputs(model, data: Path | None):
     if data is not None:
-        try:
-            with np.load(data, allow_pickle=False) as archive:
-                key = next((k for k in DATA_KEYS if k in archive.files), None)
-                if key is None:
-                    raise InputError(f"{data} has none of the arrays {', '.join(DATA_KEYS)}.")
-                return archive[key][:SAMPLES], f"{data}:{key}"
-        except (OSError, ValueError) as error:
-            raise InputError(f"cannot read --data {data} ({error}).") from error
+        return verification_data(data)
     rng = np.random.default_rng(SEED)
     arrays = [_random_input(rng, tensor) for tensor in model.inputs]
     return (arrays[0] if len(arrays) == 1 else arrays), "random"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from sparseprune.errors import InputError, describe
+from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile, TensorInfo
+from sparseprune.formats.npz import read_npz
 from sparseprune.graph import build_graph
 from sparseprune.inspection import compile_layer_regex
 from sparseprune.masks import prune_count
@@ -223,13 +223,7 @@ def _assign(plan: TensorPlan, spec: PruneSpec, masks: dict[str, np.ndarray]) -> 
 
 def _load_masks(path: str, tensors: list[TensorInfo]) -> dict[str, np.ndarray]:
     """Masks keyed by layer name (its kernel) or 'layer/role'; checked against the model."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise InputError(f"mask file {path} does not exist.") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise InputError(f"mask file {path} is not a readable .npz ({describe(error)}).") from None
+    arrays = read_npz(path, "mask file")
     by_key: dict[str, TensorInfo] = {t.name: t for t in tensors}
     for tensor in tensors:
         if tensor.prunable:
