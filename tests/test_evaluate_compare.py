@@ -347,7 +347,7 @@ def test_max_drop_without_data_is_usage_error() -> None:
     ("name", "message"),
     [
         ("missing", "needs arrays x_val/y_val, x_test/y_test, x/y; it has features, labels"),
-        ("pickled", "not a readable .npz"),
+        ("pickled", "holds Python objects"),
     ],
 )
 def test_bad_npz_is_exit_2(files: dict[str, Path], name: str, message: str) -> None:
