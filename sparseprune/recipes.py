@@ -253,7 +253,8 @@ def _check_structure(spec: PruneSpec) -> None:
 def _check_block(spec: PruneSpec) -> None:
     """Blocks are ranked at a target fraction of blocks; single-weight rules would break them."""
     if spec.block_pooling not in BLOCK_POOLINGS:
-        raise InputError(f"'block_pooling' must be 'avg' or 'max', got {short(spec.block_pooling)}.")
+        got = short(spec.block_pooling)
+        raise InputError(f"'block_pooling' must be 'avg' or 'max', got {got}.")
     if spec.block is None:
         return
     if spec.structure == "units":

@@ -245,6 +245,8 @@ def test_plain_npy_as_verify_data_is_refused_before_writing(tmp_path: Path) -> N
         ('scope = "layer"\nlayers = ' + "[" * 5000 + "]" * 5000, "'layers'"),
         ("threshold = " + "[" * 300 + "]" * 300, "'threshold'"),
         ("pattern = " + "[" * 300 + "]" * 300, "'pattern'"),
+        ('block = "' + "1" * 5000 + 'x1"', "'block'"),
+        ("block = [1" + "0" * 400 + ", 1]", "'block'"),
     ],
 )
 def test_recipe_with_huge_numbers_or_deep_arrays(tmp_path: Path, text: str, key: str) -> None:
