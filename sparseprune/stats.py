@@ -55,8 +55,8 @@ def litert_verdict(zero_fraction: float, block_fraction: float) -> LiteRtVerdict
         )
     return LiteRtVerdict(
         False,
-        f"zeros are not in 4x1 blocks (block/random sparsity {ratio:.2f} <= 0.9): "
-        "DENSIFY runs it dense (prune with --block 4x1)",
+        f"zeros are not in 4x1 blocks (block/random sparsity {ratio:.2f} <= 0.9; "
+        "prune with --block 4x1)",
     )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
+from sparseprune.errors import CheckFailed
 
 
 class Quantize(str, Enum):
@@ -31,6 +32,12 @@ def export(
         bool,
         typer.Option(help="Encode zero-heavy tensors sparsely (Optimize.EXPERIMENTAL_SPARSITY)."),
     ] = True,
+    require_sparse: Annotated[
+        bool,
+        typer.Option(
+            "--require-sparse", help="Exit 1 if a pruned kernel would run dense in LiteRT."
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
     unsafe: UnsafeOption = False,
     as_json: JsonOption = False,
@@ -40,10 +47,12 @@ def export(
         from sparseprune.keras_ops.export import export_tflite
 
         level = quantize.value if quantize is not None else None
-        result = export_tflite(model, output, level, data, force, sparsity, unsafe)
-    from sparseprune.render import bench_output
+        result = export_tflite(model, output, level, data, force, sparsity, unsafe, require_sparse)
+        from sparseprune.render import bench_output
 
-    if as_json:
-        typer.echo(bench_output.to_json(result))
-    else:
-        bench_output.print_export(stdout, result)
+        if as_json:
+            typer.echo(bench_output.to_json(result))
+        else:
+            bench_output.print_export(stdout, result)
+        if result["failures"]:
+            raise CheckFailed(f"{len(result['failures'])} pruned kernel(s) would run dense.")

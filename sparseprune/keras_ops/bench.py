@@ -72,7 +72,7 @@ def bench_models(paths: list[str], spec: BenchSpec, unsafe: bool = False) -> dic
             "threads": threads,
             "timer": "time.perf_counter",
             "keras_runner": "concrete tf.function of model(x, training=False) per batch size",
-            "tflite_runner": "tf.lite.Interpreter(num_threads=threads).invoke()",
+            "tflite_runner": f"{interpreter_runtime()[0]}(num_threads=threads).invoke()",
         },
         "models": results,
         "ratios": [ratios(results[0], other) for other in results[1:]],
@@ -203,22 +203,58 @@ class _TfliteRunner(_Runner):
 def make_interpreter(
     path: str | None = None, content: bytes | None = None, threads: int = 1
 ) -> Any:
-    """A TFLite interpreter with a pinned thread count (its deprecation warning silenced)."""
+    """A LiteRT interpreter with a pinned thread count: `ai_edge_litert` (the maintained
+    package) when installed, else `tf.lite.Interpreter` (deprecated; same kernels). A model the
+    first runtime cannot prepare (ai_edge_litert's XNNPACK refuses some sparse int8 graphs) is
+    retried with the next; `interpreter.sparseprune_runtime` names the one that loaded it."""
     import warnings
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    errors = []
+    for name, factory in interpreter_runtimes():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                interpreter = factory(model_path=path, model_content=content, num_threads=threads)
+                interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as error:
+                errors.append(f"{name}: {error}")
+                continue
+        interpreter.sparseprune_runtime = name
+        return interpreter
+    raise InputError(f"TFLite could not load {path or 'the model'}: {'; '.join(errors)}")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            interpreter = tf.lite.Interpreter(
-                model_path=path, model_content=content, num_threads=threads
-            )
-            interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as error:
-            raise InputError(f"TFLite could not load {path or 'the model'}: {error}") from error
-    return interpreter
+
+def interpreter_runtimes() -> list[tuple[str, Any]]:
+    """(name, Interpreter factory) of the LiteRT runtimes to try, preferred first."""
+    runtimes: list[tuple[str, Any]] = []
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        Interpreter = OpResolverType = None
+    if Interpreter is not None:
+        runtimes.append(("ai_edge_litert.interpreter.Interpreter", Interpreter))
+    try:
+        import tensorflow as tf
+
+        runtimes.append(("tf.lite.Interpreter", tf.lite.Interpreter))
+    except ImportError:
+        pass
+    if Interpreter is not None:
+        plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+        def without_delegates(**kwargs: Any) -> Any:
+            return Interpreter(**kwargs, experimental_op_resolver_type=plain)
+
+        runtimes.append(("ai_edge_litert (builtin kernels, no XNNPACK)", without_delegates))
+    if not runtimes:
+        raise InputError("running a .tflite needs ai-edge-litert or tensorflow installed.")
+    return runtimes
+
+
+def interpreter_runtime() -> tuple[str, Any]:
+    """(name, Interpreter class) of the preferred LiteRT runtime of this process."""
+    return interpreter_runtimes()[0]
 
 
 def _random(rng: np.random.Generator, shape: list[Any], dtype: str) -> np.ndarray:

@@ -21,9 +21,11 @@ import numpy as np
 from sparseprune.errors import InputError, describe
 from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.formats.npz import read_npz
+from sparseprune.formats.tflite import read_tflite
 from sparseprune.keras_ops.bench import is_tflite, make_interpreter
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.verify import as_array
+from sparseprune.litert import file_kernels, layer_runs, require_sparse_failures
 
 QUANTIZE_CHOICES = ("int8", "float16")
 DATA_KEYS = ("x_train", "x")  # calibration wants training-distribution inputs
@@ -39,8 +41,13 @@ def export_tflite(
     force: bool = False,
     sparsity: bool = True,
     unsafe: bool = False,
+    require_sparse: bool = False,
 ) -> dict[str, Any]:
-    """Convert `path` to TFLite at `output` (atomically) and measure what the conversion did."""
+    """Convert `path` to TFLite at `output` (atomically) and measure what the conversion did.
+
+    The written flatbuffer is read back: `layers` says per kernel whether LiteRT runs it sparse
+    and why; with `require_sparse`, `failures` lists pruned kernels that would run dense.
+    """
     target = Path(output)
     samples, data_label = _check_request(path, target, quantize, data, force, unsafe)
     model = load_keras_model(path, unsafe)
@@ -49,6 +56,7 @@ def export_tflite(
     content = convert(model, quantize, samples, sparsity)
     with atomic_path(target, force=force, inputs=(path,)) as temp:
         temp.write_bytes(content)
+    rows = layer_runs(read_tflite(content, str(target)), file_kernels(path), sparsity)
     result: dict[str, Any] = {
         "model": path,
         "output": str(target),
@@ -57,6 +65,8 @@ def export_tflite(
         "input_size": os.path.getsize(path),
         "output_size": len(content),
         "check": None,
+        "layers": [row.to_dict() for row in rows],
+        "failures": require_sparse_failures(rows) if require_sparse else [],
     }
     if samples is not None:
         result["check"] = {"data": data_label, **compare_outputs(model, content, samples)}

@@ -102,6 +102,10 @@ def print_export(console: Console, result: dict[str, Any]) -> None:
         f"{escape(result['model'])} -> {escape(result['output'])}  ({', '.join(options)})\n"
         f"size: {before:,} -> {after:,} bytes ({after / before:.3f}x the input)"
     )
+    if result.get("layers"):
+        console.print(layer_runs_table(result["layers"]))
+    for failure in result.get("failures", []):
+        console.print(f"[bold red]check failed:[/] {escape(failure)}")
     check = result["check"]
     if check is None:
         console.print("[dim]outputs not compared (pass --data to compare Keras and TFLite)[/]")
@@ -112,3 +116,28 @@ def print_export(console: Console, result: dict[str, Any]) -> None:
         f"Keras vs TFLite on {check['samples']} samples of {escape(check['data'])}: "
         f"max |Δ| {check['max_abs_diff']:.3g}, mean |Δ| {check['mean_abs_diff']:.3g}{top1}"
     )
+
+
+RUN_STYLES = {"sparse": "green", "densified": "yellow", "dense": "dim"}
+
+
+def layer_runs_table(rows: list[dict[str, Any]]) -> Table:
+    """Per weight-carrying op: how LiteRT runs the kernel, read from the converted flatbuffer."""
+    table = Table(title="how LiteRT runs each kernel (read from the .tflite)", title_justify="left")
+    for name in ("layer", "op", "zeros", "4x1 zero", "runs", "why"):
+        table.add_column(name, justify="right" if name in ("zeros", "4x1 zero") else "left")
+    for row in rows:
+        style = RUN_STYLES.get(row["runs"], "")
+        table.add_row(
+            escape(row["layer"] or row["tensor"]),
+            row["op"],
+            _percent(row["zero_fraction"]),
+            _percent(row["block_fraction"]),
+            f"[{style}]{row['runs']}[/]",
+            escape(row["reason"]),
+        )
+    return table
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
