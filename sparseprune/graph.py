@@ -1,9 +1,11 @@
-"""The layer graph of a saved model's config, and how channels flow from one layer to the next.
+"""The layer graph of a saved model's config, and the groups of channels that shrink together.
 
 Used by `shrink`: removing an output unit of a layer means changing every tensor that carries that
-channel, up to the layers that consume it with a weight matrix. Which layers pass a channel through,
-which consume it, and which couple channels of several tensors is declared in the tables below;
-anything else stops the walk with a reason (never a guess). Config JSON is read as data only.
+channel, up to the layers that consume it with a weight matrix. Like Torch-Pruning's dependency
+graph, producers whose channels meet in an elementwise merge (a residual Add) form one group, and
+their channels are tied by a union-find over channel slots (`channel_slots`); Concatenate lays
+slots side by side. What each class does to channels is read from `channel_table.py`; anything
+else stops the walk with a reason naming the layer (never a guess). Config JSON is data only.
 """
 
 from __future__ import annotations
@@ -14,66 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparseprune.channel_table import ACTIVATIONS, CONSUMERS, PRODUCERS, ChannelFacts, facts
 from sparseprune.errors import InputError
-from sparseprune.registry import LAYERS, classes_with
-
-# Layer facts come from the one layer table (`registry.LAYERS`, its `channels` column).
-# Layers whose output units are removable: class -> config key of the unit count.
-PRODUCERS: dict[str, str] = {
-    c: r.units_key for c in classes_with("produce") if (r := LAYERS[c]).units_key
-}
-# Layers that consume channels through the input axis (-2) of their kernel.
-CONSUMERS = frozenset(PRODUCERS)
-# Per-channel layers without weights: a channel stays one channel, a constant stays constant.
-SPATIAL = classes_with("spatial")
-# Per-channel layers that apply an elementwise function (the constant goes through it).
-ELEMENTWISE = classes_with("elementwise")
-# Per-channel affine layers with one weight entry per channel.
-AFFINE = classes_with("affine")
-# How per-channel constants combine in a merge (NaN, "varies", propagates). Elementwise merges
-# tie channel j of every input to channel j of the output; Concatenate lays them side by side.
-COMBINE: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
-    "Add": lambda xs: np.sum(xs, axis=0),
-    "Subtract": lambda xs: xs[0] - xs[1],
-    "Multiply": lambda xs: np.prod(xs, axis=0),
-    "Average": lambda xs: np.mean(xs, axis=0),
-    "Maximum": lambda xs: np.max(xs, axis=0),
-    "Minimum": lambda xs: np.min(xs, axis=0),
-    "Concatenate": np.concatenate,  # channel-axis only (see layer_problem): side by side
-}
-MERGES = {c: COMBINE[c] for c in classes_with("merge") | classes_with("concat")}
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def _softplus(x: float) -> float:
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
-_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
-# Keras's elementwise activations by config name (float64 reference for one constant).
-ACTIVATIONS: dict[str, Callable[[float], float]] = {
-    "linear": lambda x: x,
-    "relu": lambda x: max(x, 0.0),
-    "relu6": lambda x: min(max(x, 0.0), 6.0),
-    "sigmoid": _sigmoid,
-    "tanh": math.tanh,
-    "softplus": _softplus,
-    "softsign": lambda x: x / (1.0 + abs(x)),
-    "elu": lambda x: x if x > 0 else math.expm1(x),
-    "selu": lambda x: _SELU_SCALE * (x if x > 0 else _SELU_ALPHA * math.expm1(x)),
-    "gelu": lambda x: 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0))),
-    "silu": lambda x: x * _sigmoid(x),
-    "swish": lambda x: x * _sigmoid(x),
-    "exponential": math.exp,
-    "hard_sigmoid": lambda x: min(max(x + 3.0, 0.0), 6.0) / 6.0,
-    "hard_silu": lambda x: x * min(max(x + 3.0, 0.0), 6.0) / 6.0,
-    "hard_swish": lambda x: x * min(max(x + 3.0, 0.0), 6.0) / 6.0,
-    "leaky_relu": lambda x: x if x >= 0 else 0.2 * x,
-    "mish": lambda x: x * math.tanh(_softplus(x)),
-}
 
 
 @dataclass(eq=False)  # hashed by identity: one node per layer
@@ -85,11 +29,16 @@ class Node:
     entry: dict
     inputs: list[str] = field(default_factory=list)
     calls: int = 1
+    rank: int | None = None  # rank of its (first) input, batch axis included, when known
 
     @property
     def config(self) -> dict:
         value = self.entry.get("config")
         return value if isinstance(value, dict) else {}
+
+    @property
+    def facts(self) -> ChannelFacts:
+        return facts(self.class_name)
 
 
 @dataclass
@@ -185,7 +134,10 @@ def keras_tensors(data: object) -> Iterator[dict]:
 
 
 def history_names(call: object) -> list[str]:
-    """Layers a call reads, in argument order (Subtract and Add(x, x) need order and repeats)."""
+    """Layers a call reads, in argument order (Subtract and Add(x, x) need order and repeats).
+    Keras 3 writes `{"args": [...]}` with keras tensors; tf_keras writes `[[name, 0, 0, {}]]`."""
+    if isinstance(call, list):
+        return [ref[0] for ref in _refs(call)]
     return [
         t["keras_history"][0]
         for t in keras_tensors(call)
@@ -221,27 +173,45 @@ def _relu(top: float, slope: float, cut: float) -> Callable[[float], float]:
     return lambda x: min(x, top) if x >= cut else slope * (x - cut)
 
 
+def _is_channel_axis(axis: object, rank: int | None) -> bool:
+    """Whether a config `axis` (int, or a one-item list) is the last axis of a rank-`rank`
+    input: -1 always; a positive axis needs the rank (legacy .h5 configs record no shapes, so
+    the rank comes from the shapes propagated through the graph)."""
+    if isinstance(axis, list) and len(axis) == 1:
+        axis = axis[0]
+    if axis == -1:
+        return True
+    return isinstance(axis, int) and rank is not None and axis in (rank - 1, -1)
+
+
 def layer_problem(node: Node) -> str | None:
-    """Why a producer/consumer/per-channel layer cannot be rewritten, or None."""
-    config = node.config
+    """Why a layer on a group's path cannot be rewritten, or None."""
+    config, row = node.config, node.facts
     if node.calls > 1:
         return f"'{node.name}' is shared (called {node.calls} times)"
     if config.get("data_format", "channels_last") != "channels_last":
         return f"'{node.name}' is channels_first"
     if int(config.get("groups", 1) or 1) != 1:
-        return f"'{node.name}' is a grouped convolution"
-    if node.class_name in (*AFFINE, "Concatenate") and config.get("axis", -1) not in (-1, [-1]):
-        axis = config.get("axis")
-        shape = (node.entry.get("build_config") or {}).get("input_shape") or []
-        rank = len(shape[0] if shape and isinstance(shape[0], list) else shape)
-        if axis not in (rank - 1, [rank - 1]):
-            return f"'{node.name}' works on axis {axis}, not the channel axis"
+        return f"'{node.name}' is a grouped convolution (groups={config.get('groups')})"
+    if int(config.get("depth_multiplier", 1) or 1) != 1:
+        return f"'{node.name}' has depth_multiplier {config.get('depth_multiplier')}, not 1"
+    if node.class_name in ("BatchNormalization", "Concatenate"):
+        axis = config.get("axis", -1)
+        if not _is_channel_axis(axis, node.rank):
+            return f"'{node.name}' works on axis {axis} of a rank-{node.rank} tensor, not channels"
+    if row.kind == "pass" and row.constant == "activation":
+        fn = activation_fn(node)
+        return fn if isinstance(fn, str) else None
+    if row.kind == "pass" and row.constant == "rescale":
+        scalar = all(isinstance(config.get(k, 0.0), (int, float)) for k in ("scale", "offset"))
+        return None if scalar else f"'{node.name}' rescales per channel"
     return None
 
 
 def build_groups(graph: Graph) -> list[Group]:
-    """Every producer in exactly one group, groups ordered so that a group's constants are
-    folded into a consumer before that consumer's own group is planned."""
+    """Every producer in exactly one group, in graph order of their first member. Order does
+    not change the result: folding a constant into a consumer adds value x kernel column, which
+    is zero for the consumer's own dead units, and passes repeat until nothing changes."""
     groups: list[Group] = []
     seen: set[str] = set()
     for node in graph.nodes.values():
@@ -249,7 +219,7 @@ def build_groups(graph: Graph) -> list[Group]:
             group = _close_group(graph, node)
             seen.update(m.name for m in group.members)
             groups.append(group)
-    return _dependency_order(groups)
+    return groups
 
 
 def _close_group(graph: Graph, seed: Node) -> Group:
@@ -257,10 +227,12 @@ def _close_group(graph: Graph, seed: Node) -> Group:
     group = Group([seed], [], [])
     inside = {seed.name}
     pending = [seed]
+    group.reason = layer_problem(seed)
     while pending and group.reason is None:
         group.reason = _expand(graph, pending.pop(), group, inside, pending)
     order = {name: i for i, name in enumerate(graph.nodes)}
     group.inner.sort(key=lambda n: order[n.name])
+    group.members.sort(key=lambda n: order[n.name])
     if group.reason is None and any(c.name in inside for c, _ in group.uses):
         group.reason = "channels feed back into a layer of their own group"
     return group
@@ -268,25 +240,34 @@ def _close_group(graph: Graph, seed: Node) -> Group:
 
 def _expand(graph: Graph, node: Node, group: Group, inside: set[str], pending: list) -> str | None:
     """Follow one tensor of the group to every layer that reads it."""
-    problem = layer_problem(node) or _outputs_problem(graph, node)
+    problem = _outputs_problem(graph, node)
     for name in graph.consumers[node.name] if not problem else []:
         step = graph.nodes[name]
         if step.class_name in CONSUMERS:
             group.uses.append((step, node.name))
             problem = layer_problem(step)
         elif step.name not in inside:
+            problem = _stop_problem(step) or layer_problem(step)
             inside.add(step.name)
             group.inner.append(step)
             pending.append(step)
-            problem = layer_problem(step) or _step_problem(step)
-            for source in step.inputs if step.class_name in MERGES else []:
-                problem = problem or _join(graph, source, group, inside, pending)
+            for source in step.inputs if step.facts.kind in ("merge", "concat") else []:
+                problem = problem or _join(graph, source, group, inside, pending, step)
         if problem:
             return problem
     return problem
 
 
-def _join(graph: Graph, name: str, group: Group, inside: set[str], pending: list) -> str | None:
+def _stop_problem(step: Node) -> str | None:
+    row = step.facts
+    if row.kind == "stop":
+        return f"channels feed {step.class_name} '{step.name}', which {row.reason}"
+    return None
+
+
+def _join(
+    graph: Graph, name: str, group: Group, inside: set[str], pending: list, merge: Node
+) -> str | None:
     """Bring the source of a merge input into the group: a producer, or a per-channel layer."""
     while name not in inside:
         node = graph.nodes[name]
@@ -294,12 +275,17 @@ def _join(graph: Graph, name: str, group: Group, inside: set[str], pending: list
         pending.append(node)
         if node.class_name in PRODUCERS:
             group.members.append(node)
-            return None
-        if node.class_name == "InputLayer" or _step_problem(node):
-            return f"a merge reads {node.class_name} '{name}', whose channels cannot be removed"
+            return layer_problem(node)
+        row = node.facts
+        if row.kind not in ("pass", "merge", "concat", "flatten", "reshape") or not node.inputs:
+            why = row.reason or "makes channels without a kernel"
+            return f"'{merge.name}' merges {node.class_name} '{name}', which {why}"
+        problem = layer_problem(node)
+        if problem:
+            return problem
         group.inner.append(node)
-        if node.class_name in MERGES:
-            problems = (_join(graph, source, group, inside, pending) for source in node.inputs)
+        if row.kind in ("merge", "concat"):
+            problems = (_join(graph, s, group, inside, pending, node) for s in node.inputs)
             return next((p for p in problems if p), None)
         name = node.inputs[0]
     return None
@@ -313,42 +299,12 @@ def _outputs_problem(graph: Graph, node: Node) -> str | None:
     return None
 
 
-def _step_problem(step: Node) -> str | None:
-    cls = step.class_name
-    if cls in ELEMENTWISE:
-        fn = activation_fn(step)
-        return fn if isinstance(fn, str) else None
-    if cls in MERGES or cls in AFFINE or cls in SPATIAL or cls == "Flatten":
-        return None
-    return f"channels feed {cls} '{step.name}', which shrink does not rewrite"
-
-
-def _dependency_order(groups: list[Group]) -> list[Group]:
-    """Kahn's order on 'a member of B consumes A'; groups left in a cycle are blocked."""
-    owner = {m.name: g for g in groups for m in g.members}
-    after: dict[int, set[int]] = {id(g): set() for g in groups}
-    for group in groups:
-        for consumer, _ in group.uses:
-            if consumer.name in owner and owner[consumer.name] is not group:
-                after[id(owner[consumer.name])].add(id(group))
-    ordered: list[Group] = []
-    left = list(groups)
-    while left:
-        ready = [g for g in left if not (after[id(g)] - {id(o) for o in ordered})]
-        if not ready:
-            for group in left:
-                group.reason = group.reason or "groups depend on each other in a cycle"
-            return ordered + left
-        ordered.extend(ready)
-        left = [g for g in left if g not in ready]
-    return ordered
-
-
 def channel_slots(
-    group: Group, units: dict[str, int]
+    group: Group, units: dict[str, int], channels: dict[str, int | None]
 ) -> tuple[dict[str, np.ndarray], dict[str, bool], str | None]:
     """Each group tensor's channels as slot ids (one id = channels removed together; elementwise
-    merges tie positions, Concatenate keeps offsets), whether it is flattened, or a problem."""
+    merges tie positions, Concatenate keeps offsets), whether it is flattened, or a problem.
+    `channels` is each layer's input channel count from the propagated shapes (for Reshape)."""
     parent: list[int] = []
     slots: dict[str, np.ndarray] = {}
     flat: dict[str, bool] = {}
@@ -357,21 +313,39 @@ def channel_slots(
         parent.extend(slots[member.name].tolist())
         flat[member.name] = False
     for node in group.inner:
+        missing = [name for name in node.inputs if name not in slots]
+        if missing:
+            return slots, flat, f"'{node.name}' reads '{missing[0]}', outside the channel group"
         inputs = [slots[name] for name in node.inputs]
         flat[node.name] = node.class_name == "Flatten" or any(flat[n] for n in node.inputs)
-        if node.class_name == "Concatenate":
-            if flat[node.name]:
-                return slots, flat, f"'{node.name}' concatenates flattened tensors"
+        problem = _slot_problem(node, inputs, flat, channels)
+        if problem:
+            return slots, flat, problem
+        if node.facts.kind == "concat":
             slots[node.name] = np.concatenate(inputs)
             continue
-        if node.class_name in MERGES and len({len(ids) for ids in inputs}) != 1:
-            return slots, flat, f"'{node.name}' merges tensors of different sizes"
         for other in inputs[1:]:
             for a, b in zip(inputs[0].tolist(), other.tolist(), strict=True):
                 parent[_root(parent, a)] = _root(parent, b)
         slots[node.name] = inputs[0]
     roots = {name: np.array([_root(parent, i) for i in ids], int) for name, ids in slots.items()}
     return roots, flat, None
+
+
+def _slot_problem(
+    node: Node, inputs: list[np.ndarray], flat: dict[str, bool], channels: dict[str, int | None]
+) -> str | None:
+    kind = node.facts.kind
+    if kind == "concat" and flat[node.name]:
+        return f"'{node.name}' concatenates flattened tensors"
+    if kind == "merge" and len({len(ids) for ids in inputs}) != 1:
+        return f"'{node.name}' merges tensors of different sizes"
+    if kind == "reshape":
+        target = node.config.get("target_shape")
+        last = target[-1] if isinstance(target, list) and target else None
+        if flat[node.name] or last is None or last != channels.get(node.name):
+            return f"Reshape '{node.name}' to {target} regroups the channels"
+    return None
 
 
 def _root(parent: list[int], i: int) -> int:

@@ -10,29 +10,22 @@ anything the tables do not cover is skipped with its reason. No TensorFlow impor
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from sparseprune.channel_table import CHANNEL_FACTS, PRODUCERS
 from sparseprune.errors import InputError
-from sparseprune.formats import archive as zipped
 from sparseprune.formats import open_model
 from sparseprune.formats.atomic import atomic_path, check_output_path
-from sparseprune.formats.convert import subpath, write_h5, write_keras
-from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS
+from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, TensorInfo
 from sparseprune.formats.reader import ModelFile
 from sparseprune.graph import (
-    AFFINE,
-    ELEMENTWISE,
-    MERGES,
-    PRODUCERS,
     Graph,
     Group,
     Node,
-    activation_fn,
     build_graph,
     build_groups,
     channel_slots,
@@ -40,12 +33,12 @@ from sparseprune.graph import (
 from sparseprune.layer_slots import mac_count
 from sparseprune.registry import MODEL_CLASSES
 from sparseprune.shapes import conv_output, input_shapes, resize_config
+from sparseprune.shrink_groups import Arrays, Context, shrink_group, units_of
+from sparseprune.shrink_write import write_shrunk
 from sparseprune.stats import DEFAULT_THRESHOLD
 
 MAX_PASSES = 16
-CORE_MEMBERS = {zipped.CONFIG_MEMBER, zipped.METADATA_MEMBER, zipped.WEIGHTS_MEMBER}
 SUFFIXES = {FORMAT_KERAS: (".keras",), FORMAT_H5: (".h5", ".hdf5")}
-Arrays = dict[str, dict[str, np.ndarray]]  # layer -> role -> values (float64 while working)
 
 
 @dataclass
@@ -108,16 +101,19 @@ def shrink_model(
         _check_supported(model, target)
         graph = build_graph(model.config or {})
         arrays = _load_arrays(model)
-        report = _new_report(graph, arrays)
+        shapes = input_shapes(graph)
+        sizes = _tensor_sizes(model)
+        report = _new_report(graph, arrays, shapes, sizes)
+        ctx = Context(graph, arrays, shapes, threshold, report)
         groups = build_groups(graph)
-        before = _channel_counts(groups, arrays)
-        passes = _run_passes(groups, arrays, report, threshold)
-        after = _channel_counts(groups, arrays)
-        changes = {name: (before[name], after[name]) for name in before}
+        before = _channel_counts(groups, ctx)
+        passes = _run_passes(groups, ctx)
+        after = _channel_counts(groups, ctx)
+        changes = {name: (before[name], after[name]) for name in before if name in after}
         config = resize_config(model.config or {}, graph, changes)
-        _finish_report(graph, arrays, report)
-        with atomic_path(target, force=force, inputs=(source,)) as scratch:
-            _write(model, config, arrays, scratch)
+        _finish_report(graph, arrays, report, shapes, _resized(sizes, arrays, ctx.touched))
+        with atomic_path(target) as scratch:
+            write_shrunk(model, config, _values(arrays, ctx.touched), scratch)
         result = ShrinkResult(
             input=label,
             format=model.format,
@@ -129,12 +125,8 @@ def shrink_model(
             passes=passes,
         )
     result.output_size = target.stat().st_size
-    result.failures = _check_written(target, arrays, graph)
+    result.failures = _check_written(target, arrays, graph, ctx.touched)
     return result
-
-
-def _unit_counts(graph: Graph, arrays: Arrays) -> dict[str, int]:
-    return {n: arrays[n]["kernel"].shape[-1] for n in graph.nodes if "kernel" in arrays.get(n, {})}
 
 
 def _check_supported(model: ModelFile, target: Path) -> None:
@@ -145,287 +137,139 @@ def _check_supported(model: ModelFile, target: Path) -> None:
             f"shrink writes the input's format ({model.format}); give -o a "
             f"{SUFFIXES[model.format][0]} path."
         )
-    if not (model.writer or "").startswith("3."):
-        raise InputError(
-            f"{model.path} was written by Keras {model.writer or '(unknown)'}; shrink rewrites "
-            "files written by Keras 3 only."
-        )
-    extra = sorted(set(model.archive.namelist()) - CORE_MEMBERS) if model.archive else []
-    if extra:
-        raise InputError(
-            f"{model.path} holds '{extra[0]}' besides config and weights (assets); shrink "
-            "writes config and weights only, so it refuses rather than drop it."
-        )
-    nested = sorted({t.layer for t in model.model_tensors if subpath(t) is None})
-    if nested:
-        raise InputError(
-            f"layer '{nested[0]}' keeps weights in sub-objects (attention); shrink cannot lay "
-            "those out yet."
-        )
 
 
 def _load_arrays(model: ModelFile) -> Arrays:
+    """Float64 copies of the weights of top-level layers; sub-object weights (RNN cells inside
+    Bidirectional, attention projections) may repeat a layer/role name and are never changed,
+    so they are not loaded (the writer copies them as they are)."""
     arrays: Arrays = {}
     for tensor in model.model_tensors:
-        arrays.setdefault(tensor.layer, {})[tensor.role] = model.read(tensor).astype(np.float64)
+        if tensor.layer_class in PRODUCERS or _rewritable(tensor):
+            arrays.setdefault(tensor.layer, {})[tensor.role] = model.read(tensor).astype(np.float64)
     return arrays
 
 
-def _new_report(graph: Graph, arrays: Arrays) -> dict[str, LayerShrink]:
+def _rewritable(tensor: TensorInfo) -> bool:
+    row = CHANNEL_FACTS.get(tensor.layer_class or "")
+    return row is not None and row.kind in ("pass", "consume") and "/" not in tensor.role
+
+
+def _values(arrays: Arrays, touched: set[str]):
+    def values(tensor: TensorInfo) -> np.ndarray | None:
+        if tensor.layer not in touched:
+            return None
+        return arrays[tensor.layer][tensor.role].astype(np.dtype(tensor.dtype))
+
+    return values
+
+
+def _tensor_sizes(model: ModelFile) -> dict[str, int]:
+    """Values per layer as stored (sub-object and unknown layers included)."""
+    sizes: dict[str, int] = {}
+    for tensor in model.model_tensors:
+        sizes[tensor.layer] = sizes.get(tensor.layer, 0) + math.prod(tensor.shape)
+    return sizes
+
+
+def _resized(sizes: dict[str, int], arrays: Arrays, touched: set[str]) -> dict[str, int]:
+    return sizes | {name: sum(a.size for a in arrays[name].values()) for name in touched}
+
+
+def _new_report(
+    graph: Graph, arrays: Arrays, shapes: dict, sizes: dict[str, int]
+) -> dict[str, LayerShrink]:
     """One entry per layer with weights (and per nested model), in graph order."""
     report: dict[str, LayerShrink] = {}
-    shapes = input_shapes(graph)
     for name, node in graph.nodes.items():
         nested = node.class_name in MODEL_CLASSES
-        if name not in arrays and not nested:
+        if name not in sizes and not nested:
             continue
         entry = LayerShrink(name, node.class_name)
-        entry.params_before = _params(name, arrays)
-        entry.macs_before = _macs(node, arrays, shapes.get(name))
-        if node.class_name in PRODUCERS and "kernel" in arrays[name]:
-            entry.units_before = arrays[name]["kernel"].shape[-1]
+        entry.params_before = _params(name, sizes)
+        entry.macs_before = _macs(node, arrays, _first(shapes.get(name)))
+        if node.class_name in PRODUCERS:
+            entry.units_before = units_of(node, arrays)
         if nested:
             entry.skipped["nested model: its layers are not shrunk"] = 0
         report[name] = entry
     return report
 
 
-def _params(name: str, arrays: Arrays) -> int:
+def _first(shapes: list | None) -> list | None:
+    return shapes[0] if shapes else None
+
+
+def _params(name: str, sizes: dict[str, int]) -> int:
     """Values held by a layer (or by every layer of a nested model)."""
-    return sum(
-        a.size
-        for layer, weights in arrays.items()
-        if layer == name or layer.startswith(f"{name}/")
-        for a in weights.values()
-    )
+    return sum(n for layer, n in sizes.items() if layer == name or layer.startswith(f"{name}/"))
 
 
-def _run_passes(
-    groups: list[Group], arrays: Arrays, report: dict[str, LayerShrink], threshold: float
-) -> int:
+def _run_passes(groups: list[Group], ctx: Context) -> int:
     """Remove what is removable, again and again, until a pass removes nothing."""
     for number in range(1, MAX_PASSES + 1):
-        if not sum(_shrink_group(g, arrays, report, threshold, number == 1) for g in groups):
+        ctx.first = number == 1
+        if not sum(shrink_group(group, ctx) for group in groups):
             return number
     return MAX_PASSES
 
 
-def _channel_counts(groups: list[Group], arrays: Arrays) -> dict[str, int]:
+def _channel_counts(groups: list[Group], ctx: Context) -> dict[str, int]:
     """Channels of every tensor of every group that can change (for the config's shapes)."""
     counts: dict[str, int] = {}
     for group in groups:
-        units = {m.name: arrays.get(m.name, {}).get("kernel", np.empty(0)).shape[-1] for m in
-                 group.members}  # fmt: skip
-        slots, _, problem = channel_slots(group, units)
+        units = {m.name: units_of(m, ctx.arrays) or 0 for m in group.members}
+        slots, _, problem = channel_slots(group, units, ctx.input_channels())
         if group.reason is None and problem is None:
             counts.update({name: len(ids) for name, ids in slots.items()})
     return counts
 
 
-def _shrink_group(
-    group: Group, arrays: Arrays, report: dict[str, LayerShrink], threshold: float, first: bool
-) -> int:
-    """Remove the group's channels that are constant or unread everywhere; note why others stay."""
-    layers = [*group.members, *(consumer for consumer, _ in group.uses)]
-    if any("kernel" not in arrays.get(layer.name, {}) for layer in layers):
-        return 0  # variables saved in a layout the registry does not name
-    dead = {}
-    for member in group.members:
-        kernel = arrays[member.name]["kernel"]
-        dead[member.name] = (np.abs(kernel) <= threshold).reshape(-1, kernel.shape[-1]).all(0)
-    slots, flat, problem = channel_slots(group, {n: len(m) for n, m in dead.items()})
-    reason = group.reason or problem or _group_problem(group, slots, arrays)
-    if reason:
-        _note(report, dead, slots, set(), reason, first, everything=True)
-        return 0
-    values = _constants(group, arrays, dead)
-    varies: set[int] = set()
-    unabsorbed: set[int] = set()
-    plans = []
-    for consumer, source in dict.fromkeys(group.uses):
-        kernel = arrays[consumer.name]["kernel"]
-        rows = _rows(kernel, len(slots[source]), flat[source])
-        if rows is None:
-            reason = f"'{consumer.name}' input size is not a multiple of the channels"
-            _note(report, dead, slots, set(), reason, first, everything=True)
-            return 0
-        read = ~np.array([(np.abs(kernel[..., r, :]) <= threshold).all() for r in rows])
-        constant = np.isfinite(values[source])
-        varies.update(slots[source][read & ~constant].tolist())
-        foldable = _foldable(consumer, values[source], arrays)
-        unabsorbed.update(slots[source][read & constant & ~foldable].tolist())
-        plans.append((consumer, source, rows))
-    _note(report, dead, slots, varies, "a coupled layer's channel is not constant", first)
-    reason = "a 'same'-padded or bias-free consumer cannot absorb it"
-    _note(report, dead, slots, unabsorbed - varies, reason, first)
-    keep = varies | unabsorbed
-    for member in group.members:
-        if not keep & set(slots[member.name].tolist()):
-            keep.add(int(slots[member.name][0]))
-            _note(report, dead, {member.name: slots[member.name][:1]}, keep, _LAST_UNIT, first)
-    remove = {name: ~np.isin(ids, list(keep)) for name, ids in slots.items()}
-    removed = sum(int(remove[m.name].sum()) for m in group.members)
-    if removed:
-        _apply(group, plans, values, arrays, remove)
-        for name, mask in dead.items():
-            report[name].dead += int((mask & remove[name]).sum())
-            report[name].unused += int((~mask & remove[name]).sum())
-    return removed
-
-
-_LAST_UNIT = "a layer keeps at least one unit"
-
-
-def _group_problem(group: Group, slots: dict[str, np.ndarray], arrays: Arrays) -> str | None:
-    """What the graph walk cannot see: activations and per-channel weight sizes."""
-    for member in group.members:
-        act = activation_fn(member)
-        if isinstance(act, str):
-            return act
-    for node in group.inner:
-        weights = arrays.get(node.name, {}).values() if node.class_name in AFFINE else ()
-        if any(v.shape != slots[node.name].shape for v in weights):
-            return f"the per-channel weights of '{node.name}' do not match the channels"
-    return None
-
-
-def _note(
-    report: dict[str, LayerShrink],
-    dead: dict[str, np.ndarray],
-    slots: dict[str, np.ndarray],
-    kept: set[int],
-    reason: str,
-    first: bool,
-    everything: bool = False,
-) -> None:
-    """Record, in the first pass, how many dead units each member keeps for `reason`."""
-    for name in slots.keys() & dead.keys() if first else ():
-        held = dead[name][: len(slots[name])] & (everything | np.isin(slots[name], list(kept)))
-        if held.any():
-            report[name].skipped[reason] = report[name].skipped.get(reason, 0) + int(held.sum())
-
-
-def _constants(group: Group, arrays: Arrays, dead: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each group tensor's per-channel constant value (NaN where the channel varies)."""
-    values: dict[str, np.ndarray] = {}
-    for member in group.members:
-        act = activation_fn(member)
-        assert callable(act), "_group_problem refuses unknown activations"
-        bias = arrays[member.name].get("bias", np.zeros(len(dead[member.name])))
-        values[member.name] = _elementwise(act, np.where(dead[member.name], bias, np.nan))
-    for node in group.inner:
-        inputs = [values[name] for name in node.inputs]
-        if node.class_name in MERGES:
-            values[node.name] = MERGES[node.class_name](inputs)
-        elif node.class_name in AFFINE:
-            values[node.name] = _batchnorm(node, arrays[node.name], inputs[0])
-        elif node.class_name in ELEMENTWISE:
-            values[node.name] = _elementwise(activation_fn(node), inputs[0])
-        else:
-            values[node.name] = inputs[0]
-    return values
-
-
-def _elementwise(fn, values: np.ndarray) -> np.ndarray:
-    return np.array([fn(float(v)) if np.isfinite(v) else np.nan for v in values])
-
-
-def _rows(kernel: np.ndarray, units: int, flattened: bool) -> list[np.ndarray] | None:
-    """For each unit, its row indices in the consumer's kernel (many after a Flatten)."""
-    size = kernel.shape[-2]
-    if not flattened:
-        return [np.array([j]) for j in range(units)] if size == units else None
-    if size % units:
-        return None
-    positions = np.arange(size // units) * units
-    return [positions + j for j in range(units)]
-
-
-def _batchnorm(node: Node, weights: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
-    epsilon = float(node.config.get("epsilon", 1e-3))
-    variance = weights["moving_variance"] + epsilon
-    scale = weights.get("gamma", np.ones_like(values)) / np.sqrt(variance)
-    return (values - weights["moving_mean"]) * scale + weights.get("beta", 0.0)
-
-
-def _foldable(consumer: Node, values: np.ndarray, arrays: Arrays) -> np.ndarray:
-    """Where adding value x row weights to the consumer's bias is exact ('same' padding is not:
-    the border sees zeros instead of the constant)."""
-    exact = consumer.class_name == "Dense" or consumer.config.get("padding") == "valid"
-    return (values == 0) | (exact and "bias" in arrays[consumer.name])
-
-
-def _apply(
-    group: Group, plans: list, values: dict[str, np.ndarray], arrays: Arrays, remove: dict
-) -> None:
-    """Fold constants into consumer biases, then delete the channels from every tensor."""
-    for consumer, source, rows in plans:
-        weights = arrays[consumer.name]
-        kernel = weights["kernel"]
-        value, gone = values[source], remove[source]
-        for j in np.flatnonzero(gone & np.isfinite(value) & (value != 0)):
-            if "bias" in weights:
-                block = kernel[..., rows[j], :].reshape(-1, kernel.shape[-1]).sum(axis=0)
-                weights["bias"] = weights["bias"] + value[j] * block
-        drop = np.concatenate([rows[j] for j in np.flatnonzero(gone)] or [np.array([], int)])
-        weights["kernel"] = np.delete(kernel, drop, axis=-2)
-    for node in group.inner:
-        if node.class_name in AFFINE:
-            for role, vector in arrays[node.name].items():
-                arrays[node.name][role] = vector[~remove[node.name]]
-    for member in group.members:
-        for role, vector in arrays[member.name].items():
-            arrays[member.name][role] = vector[..., ~remove[member.name]]
-
-
 def _macs(node: Node, arrays: Arrays, shape: list | None) -> int | None:
-    """Multiply-accumulates per sample: output positions x kernel size (Dense and convolutions)."""
-    kernel = arrays.get(node.name, {}).get("kernel")
-    if node.class_name not in PRODUCERS or kernel is None or shape is None or None in shape[1:]:
+    """Multiply-accumulates per sample: the layer table's formula (`layer_slots.mac_count`)
+    over the output positions this config gives."""
+    weights = arrays.get(node.name, {})
+    if shape is None or None in shape[1:] or not weights:
         return None
     if node.class_name == "Dense":
         positions = math.prod(shape[1:-1])
+    elif "kernel_size" in node.config:
+        positions = math.prod(conv_output(node.config, shape[1:-1]))
     else:
-        positions = math.prod(conv_output(node.config, shape[1:-1], kernel.shape[:-2]))
-    sizes = {role: values.size for role, values in arrays[node.name].items()}
+        return None
+    sizes = {role: values.size for role, values in weights.items()}
     return mac_count(node.class_name, sizes, positions)
 
 
-def _finish_report(graph: Graph, arrays: Arrays, report: dict[str, LayerShrink]) -> None:
-    shapes = input_shapes(graph)  # shapes as built: MACs count the same positions before/after
+def _finish_report(
+    graph: Graph, arrays: Arrays, report: dict[str, LayerShrink], shapes: dict, sizes: dict
+) -> None:
     for name, entry in report.items():
         node = graph.nodes[name]
-        entry.params_after = _params(name, arrays)
-        entry.macs_after = _macs(node, arrays, shapes.get(name))
+        entry.params_after = _params(name, sizes)
+        entry.macs_after = _macs(node, arrays, _first(shapes.get(name)))
         if entry.units_before is not None:
-            entry.units_after = arrays[name]["kernel"].shape[-1]
+            entry.units_after = units_of(node, arrays)
 
 
-def _write(model: ModelFile, config: dict, arrays: Arrays, target: Path) -> None:
-    """Reuse the converter's writers: it lays out weights from scratch, shapes from the values."""
-    edited = dataclasses.replace(model, config=config)
-
-    def values(tensor) -> np.ndarray:
-        return arrays[tensor.layer][tensor.role].astype(np.dtype(tensor.dtype))
-
-    if model.format == FORMAT_KERAS:
-        write_keras(edited, target, values)
-    else:
-        write_h5(edited, target, values)
-
-
-def _check_written(target: Path, arrays: Arrays, graph: Graph) -> list[str]:
-    """Re-read the output: every tensor has the planned shape, every unit count matches."""
+def _check_written(target: Path, arrays: Arrays, graph: Graph, touched: set[str]) -> list[str]:
+    """Re-read the output: every changed tensor has the planned shape, every unit count the
+    config says matches its kernel."""
     failures = []
     with open_model(target) as written:
         for tensor in written.model_tensors:
+            if tensor.layer not in touched:
+                continue
             want = arrays.get(tensor.layer, {}).get(tensor.role)
             if want is None or tuple(want.shape) != tensor.shape:
                 failures.append(f"{tensor.name}: written shape {tensor.shape} is not planned")
         layers = {info.name: info for info in written.layers}
-        for name, units in _unit_counts(graph, arrays).items():
-            key = PRODUCERS.get(graph.nodes[name].class_name)
-            got = layers[name].config.get(key) if key else units
+        for name in touched & {
+            n for n, node in graph.nodes.items() if node.class_name in PRODUCERS
+        }:
+            node = graph.nodes[name]
+            units = units_of(node, arrays)
+            got = layers[name].config.get(node.facts.units_key or "")
             if got != units:
                 failures.append(f"{name}: the written config says {got} units, not {units}")
     return failures
