@@ -163,7 +163,7 @@ def _prune_to(job: _Job, target: Path, force: bool) -> PruneResult:
             training = run_training(str(source), plan, method, train, job.unsafe, job.on_epoch)
             transform = _trained_transform(plan, outcomes, training.weights)
         else:
-            pool = structured.UnitPool(model, plan) if plan.unit_pooled else None
+            pool = structured.unit_pool(model, plan)
             block_pool = _block_pool(model, plan)
             transform = _transform(plan, outcomes, _global_selection(model, plan), pool, block_pool)
         with atomic_path(target, force=force, inputs=(source,)) as temp:

@@ -18,16 +18,20 @@ from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile, open_model
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS
 from sparseprune.formats.writer import information_bound_bytes
+from sparseprune.graph import Group, build_graph, build_groups, channel_slots
 from sparseprune.masks import (
     GlobalCut,
+    columns,
     global_unit_cut,
     global_unit_positions,
     prune_count,
+    smallest_positions,
     unit_norms,
     unit_positions,
     zero_units,
 )
 from sparseprune.pruning.plan import Plan, TensorPlan
+from sparseprune.shapes import input_shapes
 from sparseprune.shrinking import ShrinkResult, shrink_model
 
 UNIT_METHODS = ("units", "global_units")
@@ -55,7 +59,8 @@ def check_request(model: ModelFile, target: Path, method: str) -> None:
 
 
 class UnitPool:
-    """The global unit ranking: per-unit norms of every pooled kernel (small), then one cut."""
+    """The global unit ranking: per-unit norms of every pooled kernel (small), then one cut;
+    and, in layer scope, the units of coupled producers chosen together (`coupled_units`)."""
 
     def __init__(self, model: ModelFile, plan: Plan) -> None:
         pooled = plan.unit_pooled
@@ -66,6 +71,7 @@ class UnitPool:
             if pooled
             else None
         )
+        self.coupled = coupled_units(model, plan)
 
     def positions(self, item: TensorPlan, values: np.ndarray) -> np.ndarray:
         assert self.selection is not None, "only pooled tensors are asked for"
@@ -73,8 +79,75 @@ class UnitPool:
         return global_unit_positions(values, self.norms[i], i, self.selection)
 
 
+def unit_pool(model: ModelFile, plan: Plan) -> UnitPool | None:
+    needed = any(p.method in UNIT_METHODS for p in plan.tensors)
+    return UnitPool(model, plan) if needed else None
+
+
+def coupled_units(model: ModelFile, plan: Plan) -> dict[str, np.ndarray]:
+    """Units to zero per kernel path for producers whose channels a merge ties together (a
+    residual Add): ranked by the summed squared norms of each tied channel and zeroed in every
+    member at once, as Torch-Pruning prunes a dependency group. Chosen one layer at a time, the
+    members would lose different channels, every tied channel would stay alive in some member,
+    and shrink could remove none of them."""
+    items = {p.tensor.layer: p for p in plan.tensors if p.method == "units"}
+    if len(items) < 2 or model.config is None:
+        return {}
+    try:
+        graph = build_graph(model.config)
+    except InputError:
+        return {}
+    shapes = input_shapes(graph)
+    channels = {n: (s[0][-1] if s and s[0] else None) for n, s in shapes.items()}
+    chosen: dict[str, np.ndarray] = {}
+    for group in build_groups(graph):
+        planned = [m.name for m in group.members if m.name in items]
+        if group.reason is None and len(planned) > 1:
+            chosen.update(_group_choice(model, group, planned, items, channels))
+    return chosen
+
+
+def _group_choice(
+    model: ModelFile, group: Group, planned: list[str], items: dict, channels: dict
+) -> dict[str, np.ndarray]:
+    """One choice for members tied channel for channel; nothing if the ties are partial."""
+    units = {m.name: _unit_count(model, m.name, items) for m in group.members}
+    if None in units.values():
+        return {}
+    slots, _, problem = channel_slots(group, units, channels)  # type: ignore[arg-type]
+    roots = [slots[name] for name in planned]
+    classes = roots[0]
+    tied = all(sorted(r.tolist()) == sorted(classes.tolist()) for r in roots)
+    if problem or not tied or len(set(classes.tolist())) != len(classes):
+        return {}
+    joint = np.zeros(len(classes))
+    where = {int(c): i for i, c in enumerate(classes)}
+    for name, ids in zip(planned, roots, strict=True):
+        norms = unit_norms(model.read(items[name].tensor)).astype(np.float64)
+        joint[[where[int(c)] for c in ids]] += norms**2
+    count = prune_count(len(classes), max(items[name].target or 0.0 for name in planned))
+    gone = set(classes[smallest_positions(np.sqrt(joint).astype(np.float32), count)].tolist())
+    return {
+        items[name].tensor.path: np.isin(ids, list(gone))
+        for name, ids in zip(planned, roots, strict=True)
+    }
+
+
+def _unit_count(model: ModelFile, layer: str, items: dict) -> int | None:
+    if layer in items:
+        return items[layer].tensor.shape[-1]
+    kernels = [
+        t
+        for t in model.model_tensors
+        if t.layer == layer and t.role in ("kernel", "pointwise_kernel")
+    ]
+    return kernels[0].shape[-1] if len(kernels) == 1 else None
+
+
 def apply_units(item: TensorPlan, values: np.ndarray, pool: UnitPool | None) -> int:
     """Zero the tensor's chosen units in place; returns how many units were chosen."""
+    if item.method == "units" and pool is not None and item.tensor.path in pool.coupled:
+        return zero_units(values, columns(values.shape, pool.coupled[item.tensor.path]))
     if item.method == "units":
         count = prune_count(values.shape[-1], item.target or 0.0)
         return zero_units(values, unit_positions(values, count))
