@@ -112,7 +112,7 @@ def shrink_model(
         changes = {name: (before[name], after[name]) for name in before if name in after}
         config = resize_config(model.config or {}, graph, changes)
         _finish_report(graph, arrays, report, shapes, _resized(sizes, arrays, ctx.touched))
-        with atomic_path(target) as scratch:
+        with atomic_path(target, force=force, inputs=(source,)) as scratch:
             write_shrunk(model, config, _values(arrays, ctx.touched), scratch)
         result = ShrinkResult(
             input=label,
