@@ -46,7 +46,9 @@ def write_shrunk(
     target: Path,
 ) -> None:
     """Write `model` to `target` with `config` and each tensor's new values (None: as it was)."""
-    copier = _ShapeCopier({t.path: t for t in model.tensors}, lambda t, _: values(t), True, None)
+    copier = _ShapeCopier(
+        {t.path: t for t in model.tensors}, lambda t, _: values(t), True, None, str(model.path)
+    )
     text = json.dumps(config)
     if model.format == FORMAT_KERAS:
         _write_archive(model, copier, text, target)
