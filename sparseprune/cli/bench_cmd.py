@@ -22,6 +22,14 @@ def bench(
     threads: Annotated[
         int, typer.Option(min=1, help="TF intra/inter-op threads and TFLite num_threads.")
     ] = 1,
+    serving: Annotated[
+        bool,
+        typer.Option(
+            "--serving",
+            help="One Keras model through every serving path (predict, predict_on_batch, "
+            "tf.function, LiteRT dense and sparse), interleaved, with ratios.",
+        ),
+    ] = False,
     unsafe: UnsafeOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -30,11 +38,20 @@ def bench(
         from sparseprune.keras_ops.bench import BenchSpec, bench_models
 
         spec = BenchSpec(parse_sizes(batch_size), repeats, warmup, threads)
-        result = bench_models(models, spec, unsafe)
+        if serving:
+            if len(models) != 1:
+                raise InputError("bench --serving takes one Keras model.")
+            from sparseprune.keras_ops.serving import bench_serving
+
+            result = bench_serving(models[0], spec, unsafe)
+        else:
+            result = bench_models(models, spec, unsafe)
     from sparseprune.render import bench_output
 
     if as_json:
         typer.echo(bench_output.to_json(result))
+    elif serving:
+        bench_output.print_serving(stdout, result)
     else:
         bench_output.print_bench(stdout, result)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from sparseprune.errors import InputError
 from sparseprune.formats import open_model
+from sparseprune.formats.tflite import read_tflite_file
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.layer_slots import mac_count
 
@@ -84,6 +85,7 @@ def _preflight(path: str, unsafe: bool) -> str:
     if not os.path.isfile(path):
         raise InputError(f"{path} does not exist or is not a file.")
     if is_tflite(path):
+        read_tflite_file(path)  # a corrupt flatbuffer is one sentence, never an interpreter crash
         return "tflite"
     check_loadable(path, unsafe)
     with open_model(path) as model:

@@ -141,3 +141,44 @@ def layer_runs_table(rows: list[dict[str, Any]]) -> Table:
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def print_serving(console: Console, result: dict[str, Any]) -> None:
+    """Median latency per serving path and batch size, speed-ups against the compiled call."""
+    table = Table(title=escape(f"{result['model']}: serving paths"), title_justify="left")
+    table.add_column("path")
+    for batch in result["batches"]:
+        size = batch["batch_size"]
+        table.add_column(f"batch {size} ms", justify="right")
+        table.add_column(f"vs {result['baseline']}", justify="right")
+    for name in result["paths"]:
+        cells = []
+        for batch in result["batches"]:
+            cells += [
+                f"{batch['paths'][name]['median_ms']:.3f}",
+                f"{batch['speedup_vs_baseline'][name]:.2f}x",
+            ]
+        table.add_row(name, *cells)
+    console.print(table)
+    ratios = ", ".join(
+        f"batch {b['batch_size']}: {b['sparse_vs_dense_litert']:.2f}x" for b in result["batches"]
+    )
+    console.print(f"LiteRT sparse vs LiteRT dense (the zeros' own effect): {ratios}")
+    worst = {
+        name: max(b["paths"][name]["max_abs_diff"] for b in result["batches"])
+        for name in result["paths"]
+    }
+    shown = ", ".join(f"{name} {value:.2g}" for name, value in worst.items())
+    console.print(f"max |Δ| of outputs against {result['baseline']}: {shown}")
+    if result["layers"]:
+        console.print(layer_runs_table(result["layers"]))
+    if result["verdict"]:
+        console.print(f"[yellow]{escape(result['verdict'])}[/]")
+    settings = result["settings"]
+    console.print(
+        f"[dim]{settings['repeats']} timed calls per path after {settings['warmup']} warm-up, "
+        f"interleaved; {settings['threads']['tflite']} thread(s); "
+        f"{escape(settings['litert_runtime'])}; higher is faster[/]"
+    )
+    for name, text in result["paths"].items():
+        console.print(f"[dim]{name}: {escape(text)}[/]")
