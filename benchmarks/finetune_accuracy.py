@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from harness import REPO, table
 
-from sparseprune.pruning import prune_model
-from sparseprune.recipes import PruneSpec
-from sparseprune.training import TrainSpec
+from sparseprune.numeric.schedule import TrainSpec
+from sparseprune.prune import prune_model
+from sparseprune.prune.recipes import PruneSpec
 
 MODEL = REPO / "sample_models" / "mlp.keras"
 DATA = REPO / "sample_models" / "digits.npz"

@@ -5,7 +5,7 @@ The library is usable from Python; each CLI command is a thin layer over one fun
 
 from sparseprune.errors import CheckFailed, InputError, SparsePruneError
 from sparseprune.formats import ModelFile, open_model
-from sparseprune.inspection import ModelReport, gate_failures, inspect_model
+from sparseprune.inspect.inspection import ModelReport, gate_failures, inspect_model
 
 __version__ = "0.1.0"
 

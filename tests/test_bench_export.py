@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from sparseprune.cli import bench_cmd, export_cmd
 from sparseprune.errors import InputError
 from sparseprune.keras_ops.bench import latency_stats, ratios
-from sparseprune.pruning import prune_model
-from sparseprune.recipes import PruneSpec
+from sparseprune.prune import prune_model
+from sparseprune.prune.recipes import PruneSpec
 
 DATA = SAMPLES / "digits.npz"
 MLP = SAMPLES / "mlp.keras"

@@ -27,10 +27,10 @@ from typer.testing import CliRunner
 from handmade import many_layers_keras, write_keras
 from sparseprune import inspect_model
 from sparseprune.cli import app
+from sparseprune.datasets import load_dataset
 from sparseprune.errors import InputError
 from sparseprune.formats.npz import npz_keys, read_npz
-from sparseprune.keras_ops.data import load_dataset
-from sparseprune.recipes import load_recipe
+from sparseprune.prune.recipes import load_recipe
 
 runner = CliRunner()
 H5 = SAMPLES / "mlp.h5"

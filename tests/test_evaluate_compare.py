@@ -23,11 +23,11 @@ from rawread import h5_weights, keras_weights
 from typer.testing import CliRunner
 
 from sparseprune.cli import compare_cmd, evaluate_cmd
-from sparseprune.comparison import MetricDiff, accuracy_drop_failure, compare_sparsity
+from sparseprune.compare.comparison import MetricDiff, accuracy_drop_failure, compare_sparsity
+from sparseprune.datasets import load_split
 from sparseprune.errors import InputError
-from sparseprune.keras_ops.data import load_split
-from sparseprune.pruning import prune_model
-from sparseprune.recipes import PruneSpec
+from sparseprune.prune import prune_model
+from sparseprune.prune.recipes import PruneSpec
 from sparseprune.render.evaluate_output import to_json
 
 DATA = SAMPLES / "digits.npz"

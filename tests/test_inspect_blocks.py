@@ -18,7 +18,7 @@ from rawread import keras_weights
 from typer.testing import CliRunner
 
 from sparseprune.cli import app
-from sparseprune.stats import tensor_stats
+from sparseprune.numeric.stats import tensor_stats
 
 runner = CliRunner()
 MLP = SAMPLES / "mlp.keras"

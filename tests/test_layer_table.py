@@ -1,12 +1,12 @@
-"""The one layer table (`registry.LAYERS`) and its walker (`layer_slots`): rows are consistent,
+"""The one layer table (`layers.table.LAYERS`) and its walker (`layers.slots`): rows are consistent,
 and names are unique and the same in every layout. Pure Python: no Keras, no files."""
 
 from __future__ import annotations
 
 import pytest
 
-from sparseprune.layer_slots import is_prunable, legacy_slots, mac_count, slots
-from sparseprune.registry import LAYERS, classes_with
+from sparseprune.layers.slots import is_prunable, legacy_slots, mac_count, slots
+from sparseprune.layers.table import LAYERS, classes_with
 
 LSTM = {"class_name": "LSTM", "config": {"units": 4, "use_bias": True}}
 

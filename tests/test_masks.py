@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparseprune.masks import (
+from sparseprune.numeric.masks import (
     apply_global_cut,
     global_cut,
     keep_count,

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from sparseprune.cli import app
 from sparseprune.errors import InputError
-from sparseprune.pruning import prune_model
-from sparseprune.recipes import PruneSpec
+from sparseprune.prune import prune_model
+from sparseprune.prune.recipes import PruneSpec
 
 runner = CliRunner()
 MLP = SAMPLES / "mlp.keras"

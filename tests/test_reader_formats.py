@@ -17,7 +17,7 @@ from sparseprune.formats.model import (
     FORMAT_KERAS,
     FORMAT_WEIGHTS_H5,
 )
-from sparseprune.registry import is_known
+from sparseprune.layers.table import is_known
 
 FILES = {
     "k3_seq.keras": FORMAT_KERAS,

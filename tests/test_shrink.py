@@ -24,7 +24,7 @@ import typer
 from typer.testing import CliRunner
 
 from sparseprune.cli.shrink_cmd import shrink
-from sparseprune.shrinking import ShrinkResult, shrink_model
+from sparseprune.shrink.shrinking import ShrinkResult, shrink_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
@@ -324,7 +324,8 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
 
 def test_shrink_never_imports_tensorflow(tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from sparseprune.shrinking import shrink_model; "
+        "import sys; from pathlib import Path; "
+        "from sparseprune.shrink.shrinking import shrink_model; "
         f"shrink_model({str(SAMPLES / 'l1_mlp.keras')!r}, Path({str(tmp_path / 'o.keras')!r})); "
         "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules))"
     )

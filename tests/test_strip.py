@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from sparseprune.cli.strip_cmd import strip
 from sparseprune.errors import InputError
-from sparseprune.stripping import strip_model, unwrap_config
+from sparseprune.strip.stripping import strip_model, unwrap_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "fixtures" / "make_tfmot_fixtures.py"
@@ -312,7 +312,7 @@ def test_unwrap_config_renames_functional_references() -> None:
 def test_strip_never_imports_tensorflow(tfmot_dir: Path, tmp_path: Path) -> None:
     code = f"""
 import sys
-from sparseprune.stripping import strip_model
+from sparseprune.strip.stripping import strip_model
 strip_model({str(tfmot_dir / "tfmot_cnn.h5")!r}, {str(tmp_path / "o.h5")!r})
 print([m for m in {HEAVY!r} if m in sys.modules])
 """

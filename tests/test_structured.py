@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from sparseprune.cli import app
 from sparseprune.errors import InputError
-from sparseprune.masks import unit_positions
-from sparseprune.recipes import PruneSpec, load_recipe
-from sparseprune.training import MaskRules, TensorRule, pruned_positions
+from sparseprune.numeric.masks import unit_positions
+from sparseprune.numeric.schedule import MaskRules, TensorRule, pruned_positions
+from sparseprune.prune.recipes import PruneSpec, load_recipe
 
 runner = CliRunner()
 MLP = SAMPLES / "mlp.keras"
@@ -251,8 +251,8 @@ def test_h5_input_and_weights_only_refused(tmp_path: Path) -> None:
 def test_one_shot_units_never_imports_keras(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from sparseprune.pruning import prune_model\n"
-        "from sparseprune.recipes import PruneSpec\n"
+        "from sparseprune.prune import prune_model\n"
+        "from sparseprune.prune.recipes import PruneSpec\n"
         f"prune_model({str(MLP)!r}, {str(tmp_path / 'o.keras')!r},"
         " PruneSpec(target=0.5, structure='units'))\n"
         "heavy = {'tensorflow', 'keras', 'tf_keras'} & set(sys.modules)\n"

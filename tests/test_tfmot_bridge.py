@@ -20,12 +20,12 @@ from conftest import SAMPLES
 
 from sparseprune.errors import InputError
 from sparseprune.formats import open_model
-from sparseprune.keras_ops import tfmot_client
-from sparseprune.keras_ops.tfmot_client import check_bridge, run_tfmot
-from sparseprune.masks import prune_count
-from sparseprune.pruning import prune_model
-from sparseprune.recipes import PruneSpec
-from sparseprune.training import TrainSpec, resolve_steps
+from sparseprune.keras_ops.tfmot import client as tfmot_client
+from sparseprune.keras_ops.tfmot.client import check_bridge, run_tfmot
+from sparseprune.numeric.masks import prune_count
+from sparseprune.numeric.schedule import TrainSpec, resolve_steps
+from sparseprune.prune import prune_model
+from sparseprune.prune.recipes import PruneSpec
 
 MLP = SAMPLES / "mlp.keras"
 CNN = SAMPLES / "cnn.keras"
@@ -239,7 +239,7 @@ def test_worker_failures_come_back_as_one_sentence(tmp_path: Path) -> None:
 
 def test_client_imports_no_tensorflow() -> None:
     code = (
-        "import sys, sparseprune.keras_ops.tfmot_client\n"
+        "import sys, sparseprune.keras_ops.tfmot.client\n"
         "print([m for m in ('tensorflow', 'keras', 'tf_keras', 'tensorflow_model_optimization')"
         " if m in sys.modules])"
     )

@@ -18,7 +18,13 @@ from conftest import SAMPLES
 from rawread import keras_weights
 
 from sparseprune.errors import InputError
-from sparseprune.training import ScheduleSteps, TrainSpec, resolve_steps, should_update, sparsity_at
+from sparseprune.numeric.schedule import (
+    ScheduleSteps,
+    TrainSpec,
+    resolve_steps,
+    should_update,
+    sparsity_at,
+)
 
 MLP = SAMPLES / "mlp.keras"
 DATA = SAMPLES / "digits.npz"

@@ -9,7 +9,7 @@ import typer
 
 from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
 from sparseprune.errors import CheckFailed, InputError
-from sparseprune.stats import DEFAULT_THRESHOLD
+from sparseprune.numeric.stats import DEFAULT_THRESHOLD
 
 
 def compare(
@@ -35,7 +35,7 @@ def compare(
     with exit_codes():
         if max_drop is not None and data is None:
             raise InputError("--max-drop needs --data: accuracy is measured on its labels.")
-        from sparseprune.comparison import accuracy_drop_failure, compare_models
+        from sparseprune.compare.comparison import accuracy_drop_failure, compare_models
 
         comparison = compare_models(a, b, data, threshold, unsafe)
         failure = accuracy_drop_failure(comparison, max_drop) if max_drop is not None else None

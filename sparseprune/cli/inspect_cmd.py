@@ -11,8 +11,8 @@ from rich.markup import escape
 
 from sparseprune.cli.common import exit_codes, fail, last_error, stderr, stdout
 from sparseprune.formats.atomic import atomic_path, check_output_path
-from sparseprune.inspection import ModelReport, gate_failures, inspect_model
-from sparseprune.stats import DEFAULT_THRESHOLD
+from sparseprune.inspect.inspection import ModelReport, gate_failures, inspect_model
+from sparseprune.numeric.stats import DEFAULT_THRESHOLD
 from sparseprune.streams import STDIN, input_path
 
 

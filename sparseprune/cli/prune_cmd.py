@@ -17,11 +17,11 @@ from rich.progress import BarColumn, Progress, TextColumn
 from sparseprune.cli.common import exit_codes, stderr, stdout
 from sparseprune.errors import CheckFailed, InputError
 from sparseprune.formats.atomic import check_output_path, write_text_output
-from sparseprune.pruning import PruneResult, default_output, output_suffix, prune_model
-from sparseprune.recipes import PruneSpec, load_recipe, merge, parse_block, parse_pattern
+from sparseprune.numeric.schedule import TrainSpec
+from sparseprune.prune import PruneResult, default_output, output_suffix, prune_model
+from sparseprune.prune.recipes import PruneSpec, load_recipe, merge, parse_block, parse_pattern
 from sparseprune.render import prune_output
 from sparseprune.streams import STDIN_LABEL, STDOUT, input_path
-from sparseprune.training import TrainSpec
 
 
 class Scope(str, Enum):

@@ -9,9 +9,9 @@ import typer
 
 from sparseprune.cli.common import exit_codes, stdout
 from sparseprune.errors import CheckFailed, InputError
+from sparseprune.numeric.stats import DEFAULT_THRESHOLD
 from sparseprune.render import shrink_output
-from sparseprune.shrinking import shrink_model
-from sparseprune.stats import DEFAULT_THRESHOLD
+from sparseprune.shrink.shrinking import shrink_model
 from sparseprune.streams import STDOUT, input_path
 
 # Removing only dead or unused units changes outputs by float rounding, nothing more.

@@ -11,7 +11,7 @@ from sparseprune.cli.common import exit_codes, stdout
 from sparseprune.errors import CheckFailed, InputError
 from sparseprune.render import strip_output
 from sparseprune.streams import STDOUT, input_path
-from sparseprune.stripping import strip_model
+from sparseprune.strip.stripping import strip_model
 
 
 def strip(

@@ -11,7 +11,7 @@ from typing import Any
 
 from sparseprune.errors import InputError, describe
 from sparseprune.formats.model import LayerInfo, clean_text
-from sparseprune.registry import MODEL_CLASSES, is_known
+from sparseprune.layers.table import MODEL_CLASSES, is_known
 
 KERAS_MODULE_ROOTS = frozenset({"keras", "tf_keras", "tensorflow"})
 MAX_NESTING = 32

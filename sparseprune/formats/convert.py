@@ -34,8 +34,8 @@ from sparseprune.formats.writer import (
     new_h5,
     write_zip,
 )
-from sparseprune.layer_slots import Slot, slots
-from sparseprune.registry import LAYERS
+from sparseprune.layers.slots import Slot, slots
+from sparseprune.layers.table import LAYERS
 
 # Where Keras 3 finds its model classes when a `.keras` config names them.
 MODEL_MODULES = {

@@ -14,7 +14,7 @@ import h5py
 from sparseprune.errors import InputError
 from sparseprune.formats.config import LayerTree
 from sparseprune.formats.model import LayerInfo, TensorInfo, clean_text
-from sparseprune.layer_slots import is_prunable, legacy_slots
+from sparseprune.layers.slots import is_prunable, legacy_slots
 
 _SUFFIX = re.compile(r":\d+$")
 

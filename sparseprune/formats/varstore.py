@@ -14,8 +14,8 @@ import h5py
 
 from sparseprune.formats.config import LayerTree
 from sparseprune.formats.model import LayerInfo, TensorInfo, TensorKind, clean_text
-from sparseprune.layer_slots import Slot, slots, variable_roles
-from sparseprune.registry import class_from_storage_key, to_snake_case
+from sparseprune.layers.slots import Slot, slots, variable_roles
+from sparseprune.layers.table import class_from_storage_key, to_snake_case
 
 LAYER_LISTS = ("layers", "_layer_checkpoint_dependencies")
 

@@ -20,7 +20,7 @@ from sparseprune.errors import InputError
 from sparseprune.formats import open_model
 from sparseprune.formats.tflite import read_tflite_file
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
-from sparseprune.layer_slots import mac_count
+from sparseprune.layers.slots import mac_count
 
 TFLITE_MAGIC = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer (its file identifier)
 SEED = 0
@@ -302,7 +302,7 @@ def latency_stats(times_ms: list[float], batch: int) -> dict[str, float]:
 
 
 def count_macs(model: Any) -> dict[str, Any]:
-    """Per-sample MACs (the layer table's formula, `layer_slots.mac_count`), and the share done
+    """Per-sample MACs (the layer table's formula, `layers.slots.mac_count`), and the share done
     by nonzero weights (what a sparse kernel could skip). Biases, activations, pooling,
     normalization and classes the table gives no MAC formula (listed in `macs_uncounted`) are
     not counted."""

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from sparseprune.datasets import Dataset
 from sparseprune.errors import InputError, describe
 from sparseprune.formats import open_model
-from sparseprune.keras_ops.data import Dataset
-from sparseprune.training import TrainSpec
+from sparseprune.numeric.schedule import TrainSpec
 
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_LR = 1e-3

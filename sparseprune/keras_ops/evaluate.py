@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from sparseprune.datasets import load_split
 from sparseprune.errors import InputError, describe
 from sparseprune.keras_ops.compile import infer_loss, saved_settings
-from sparseprune.keras_ops.data import load_split
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.verify import as_array, difference_summary, verification_inputs
 

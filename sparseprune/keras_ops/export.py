@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from sparseprune.errors import InputError, describe
+from sparseprune.export.litert import file_kernels, layer_runs, require_sparse_failures
 from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.formats.npz import read_npz
 from sparseprune.formats.tflite import read_tflite
 from sparseprune.keras_ops.bench import is_tflite, make_interpreter
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.verify import as_array
-from sparseprune.litert import file_kernels, layer_runs, require_sparse_failures
 
 QUANTIZE_CHOICES = ("int8", "float16")
 DATA_KEYS = ("x_train", "x")  # calibration wants training-distribution inputs

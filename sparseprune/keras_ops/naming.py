@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sparseprune.layer_slots import slots
+from sparseprune.layers.slots import slots
 
 
 def named_weights(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

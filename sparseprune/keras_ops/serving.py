@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sparseprune.errors import InputError
+from sparseprune.export.litert import file_kernels, layer_runs
 from sparseprune.formats.tflite import read_tflite
 from sparseprune.keras_ops.bench import (
     BenchSpec,
@@ -31,7 +32,6 @@ from sparseprune.keras_ops.bench import (
 from sparseprune.keras_ops.export import convert
 from sparseprune.keras_ops.loading import load_keras_model
 from sparseprune.keras_ops.verify import as_array
-from sparseprune.litert import file_kernels, layer_runs
 
 BASELINE = "tf.function"  # the compiled Keras call every other path is compared with
 PATHS = ("keras.predict", "keras.predict_on_batch", "tf.function", "litert.dense", "litert.sparse")

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sparseprune.comparison import Comparison, LayerPair, prunable_counts
-from sparseprune.inspection import LayerReport, ModelReport
+from sparseprune.compare.comparison import Comparison, LayerPair, prunable_counts
+from sparseprune.inspect.inspection import LayerReport, ModelReport
 from sparseprune.render.evaluate_output import finite
 
 SCHEMA_VERSION = 1

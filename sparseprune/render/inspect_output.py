@@ -7,8 +7,8 @@ import io
 import json
 from typing import Any
 
-from sparseprune.inspection import ModelReport, WeightReport
-from sparseprune.stats import TensorStats
+from sparseprune.inspect.inspection import ModelReport, WeightReport
+from sparseprune.numeric.stats import TensorStats
 
 SCHEMA_VERSION = 1
 

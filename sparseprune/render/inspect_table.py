@@ -6,9 +6,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sparseprune.inspection import ModelReport
+from sparseprune.inspect.inspection import ModelReport
+from sparseprune.numeric.stats import TensorStats
 from sparseprune.render.inspect_output import flag_sentences
-from sparseprune.stats import TensorStats
 
 
 def print_tables(console: Console, reports: list[ModelReport], failures: dict[str, list[str]]):

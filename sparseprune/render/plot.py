@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from sparseprune.inspection import ModelReport
-from sparseprune.stats import LOG10_EDGES
+from sparseprune.inspect.inspection import ModelReport
+from sparseprune.numeric.stats import LOG10_EDGES
 
 
 def save_plot(report: ModelReport, path: str) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sparseprune.pruning import PruneResult
+from sparseprune.prune import PruneResult
 
 SCHEMA_VERSION = 1
 

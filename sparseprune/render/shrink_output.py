@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sparseprune.shrinking import LayerShrink, ShrinkResult
+from sparseprune.shrink.shrinking import LayerShrink, ShrinkResult
 
 SCHEMA_VERSION = 1
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sparseprune.stripping import StripResult
+from sparseprune.strip.stripping import StripResult
 
 SCHEMA_VERSION = 1
 

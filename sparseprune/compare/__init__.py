@@ -1,0 +1,1 @@
+"""compare: sparsity side by side (no Keras) plus output and metric deltas through keras_ops."""

@@ -1,0 +1,1 @@
+"""export: the Keras-free side of TFLite export (what LiteRT runs sparse); keras_ops converts."""

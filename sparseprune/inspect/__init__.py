@@ -1,0 +1,1 @@
+"""inspect: per-tensor statistics of a model file -> ModelReport (no Keras)."""

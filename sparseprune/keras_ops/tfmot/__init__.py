@@ -1,0 +1,1 @@
+"""The TFMOT bridge: client (parent side, no heavy imports) runs worker in a subprocess."""

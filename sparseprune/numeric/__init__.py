@@ -1,0 +1,1 @@
+"""Pure numpy: tensor statistics, mask selection rules, the pruning schedule (no files or Keras)."""

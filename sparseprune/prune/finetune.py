@@ -1,0 +1,118 @@
+"""Training-aware pruning: hand the plan to a trainer and collect the final weights.
+
+`mask` trains in native Keras in this process; `tfmot` runs TFMOT in a worker process, because
+importing TFMOT switches a process to legacy Keras. Both import Keras only when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from sparseprune.errors import InputError
+from sparseprune.numeric.schedule import TrainSpec
+from sparseprune.prune.plan import Plan, mask_rules
+
+METHODS = ("mask", "tfmot")
+
+
+@dataclass
+class Training:
+    method: str
+    weights: dict[str, np.ndarray]
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    seconds_per_epoch: list[float] = field(default_factory=list)
+    epochs: int = 0
+    steps: dict | None = None
+
+    def summary(self) -> dict:
+        return {
+            "method": self.method,
+            "epochs": self.epochs,
+            "before": self.before,
+            "after": self.after,
+            "seconds_per_epoch": self.seconds_per_epoch,
+            "schedule": self.steps,
+        }
+
+
+def run_training(
+    source: str,
+    plan: Plan,
+    method: str,
+    train: TrainSpec | None,
+    unsafe: bool,
+    on_epoch: Callable[[dict], None] | None,
+) -> Training:
+    if method not in METHODS:
+        raise InputError(f"--method must be mask or tfmot, got {method!r}.")
+    if method == "mask":
+        if train is None:
+            raise InputError("training with --method mask needs --data and --epochs.")
+        from sparseprune.keras_ops.mask_trainer import finetune_with_masks
+
+        result = finetune_with_masks(source, mask_rules(plan), train, unsafe, on_epoch)
+        steps = asdict(result.steps) if result.steps else None
+        return Training(
+            method,
+            result.weights,
+            result.before,
+            result.after,
+            result.seconds_per_epoch,
+            train.epochs,
+            steps,
+        )
+    return _run_tfmot(source, plan, train, unsafe, on_epoch)
+
+
+def _run_tfmot(
+    source: str,
+    plan: Plan,
+    train: TrainSpec | None,
+    unsafe: bool,
+    on_epoch: Callable[[dict], None] | None,
+) -> Training:
+    if plan.spec.structure == "units":
+        raise InputError("--structure units needs --method mask (TFMOT prunes single weights).")
+    if (
+        plan.pooled
+        or plan.block_pooled
+        or any(p.method in ("mask", "threshold") for p in plan.pruned)
+    ):
+        raise InputError(
+            "--method tfmot prunes each tensor to its own target (layer scope, per-layer "
+            "targets, N:M); use --method mask for global scope, --mask or --threshold."
+        )
+    import tempfile
+    from pathlib import Path
+
+    from sparseprune.keras_ops.tfmot.client import run_tfmot
+
+    targets = {p.tensor.name: p.target for p in plan.pruned if p.method in ("target", "blocks")}
+    if plan.spec.pattern is not None:
+        targets = {p.tensor.name: 0.0 for p in plan.pruned}
+    with tempfile.TemporaryDirectory(prefix="sparseprune-tfmot-") as scratch:
+        result = run_tfmot(
+            source,
+            targets,
+            train,
+            plan.spec.pattern,
+            Path(scratch),
+            unsafe=unsafe,
+            progress=on_epoch,
+            block=plan.spec.block,
+            block_pooling=plan.spec.block_pooling,
+        )
+    metrics = result.metrics
+    return Training(
+        "tfmot",
+        result.weights,
+        metrics.get("before", {}),
+        metrics.get("after", {}),
+        metrics.get("seconds_per_epoch", []),
+        train.epochs if train else 0,
+        metrics.get("steps"),
+    )

@@ -1,0 +1,395 @@
+"""`prune_model`: plan -> (global selection) -> write with masks applied -> re-read and verify.
+
+Every figure in the result is measured by reading the written file back.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sparseprune.errors import InputError
+from sparseprune.formats import ModelFile, TensorInfo, open_model
+from sparseprune.formats.atomic import atomic_path, check_output_path
+from sparseprune.formats.convert import check_convertible, convert_model
+from sparseprune.formats.model import FORMAT_H5, FORMAT_H5_WEIGHTS, FORMAT_KERAS, FORMAT_WEIGHTS_H5
+from sparseprune.formats.writer import information_bound_bytes, write_model
+from sparseprune.numeric.masks import (
+    GlobalCut,
+    apply_global_cut,
+    global_cut,
+    n_of_m,
+    prune_count,
+    zero_below,
+    zero_blocks,
+    zero_by_mask,
+    zero_smallest,
+)
+from sparseprune.numeric.schedule import TrainSpec
+from sparseprune.prune import blocks, structured
+from sparseprune.prune.finetune import run_training
+from sparseprune.prune.plan import Plan, TensorPlan, make_plan
+from sparseprune.prune.recipes import PruneSpec
+
+SUFFIX_FORMATS = {
+    ".keras": (FORMAT_KERAS,),
+    ".weights.h5": (FORMAT_WEIGHTS_H5,),
+    ".h5": (FORMAT_H5, FORMAT_H5_WEIGHTS),
+    ".hdf5": (FORMAT_H5, FORMAT_H5_WEIGHTS),
+}
+
+
+@dataclass
+class TensorOutcome:
+    tensor: TensorInfo
+    method: str | None
+    target: float | None
+    zeros_before: int
+    zeros_after: int = 0
+    expected_zeros: int | None = None
+    skip_reason: str | None = None
+    units_pruned: int | None = None  # structure units: units chosen (whole slices zeroed)
+    units_zero_after: int | None = None  # all-zero units measured in the zeroed file
+    blocks_pruned: int | None = None  # --block: blocks chosen (whole blocks zeroed)
+    blocks_zero_after: int | None = None  # all-zero blocks measured in the written file
+    blocks_total: int | None = None
+
+
+@dataclass
+class PruneResult:
+    input: str
+    output: str
+    format: str
+    input_size: int
+    output_size: int = 0
+    bound_bytes: float = 0.0
+    optimizer: str = "none"  # "reset" | "kept" | "none"
+    tensors: list[TensorOutcome] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    verification: dict | None = None
+    training: dict | None = None
+    shrink: dict | None = None  # structure units: shrink's units/params/MACs before and after
+
+    @property
+    def pruned(self) -> list[TensorOutcome]:
+        return [t for t in self.tensors if t.method is not None]
+
+
+def default_output(path: Path) -> Path:
+    """`model.keras` -> `model.pruned.keras`; `m.weights.h5` -> `m.pruned.weights.h5`."""
+    suffix = _suffix(path)
+    return path.with_name(f"{path.name[: len(path.name) - len(suffix)]}.pruned{suffix}")
+
+
+def output_suffix(path: str, label: str) -> str:
+    """The suffix that keeps a model's format when its output has no name of its own (stdout)."""
+    with open_model(path, label) as model:
+        return {FORMAT_KERAS: ".keras", FORMAT_WEIGHTS_H5: ".weights.h5"}.get(model.format, ".h5")
+
+
+def prune_model(
+    source: str | Path,
+    output: str | Path,
+    spec: PruneSpec,
+    force: bool = False,
+    label: str | None = None,
+    out_label: str | None = None,
+    on_tensor: Callable[[TensorInfo], None] | None = None,
+    method: str = "mask",
+    train: TrainSpec | None = None,
+    unsafe: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> PruneResult:
+    """Prune `source` into `output` (written atomically). Raises InputError on bad input.
+
+    One-shot on the file by default. With `train` (or `method="tfmot"`) the weights come from a
+    training-aware prune in Keras and are written back into the input's layout the same way.
+    """
+    source, target = Path(source), Path(output)
+    check_output_path(target, force, (source,))
+    job = _Job(source, spec, label, out_label, on_tensor, method, train, unsafe, on_epoch)
+    if spec.structure == "units":
+        return _prune_units(job, target, force)
+    return _prune_to(job, target, force)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """`prune_model`'s request, passed whole to the steps that write a file."""
+
+    source: Path
+    spec: PruneSpec
+    label: str | None
+    out_label: str | None
+    on_tensor: Callable[[TensorInfo], None] | None
+    method: str
+    train: TrainSpec | None
+    unsafe: bool
+    on_epoch: Callable[[dict], None] | None
+
+
+def _prune_units(job: _Job, target: Path, force: bool) -> PruneResult:
+    """Zero whole units into a scratch file (checked like any prune), then shrink into `target`.
+
+    Checked before any work, so a long fine-tune never ends in a file shrink cannot write.
+    """
+    with open_model(job.source, job.label) as model:
+        structured.check_request(model, target, job.method)
+    with tempfile.TemporaryDirectory(prefix="sparseprune-units-") as scratch:
+        zeroed = Path(scratch) / f"zeroed{_suffix(target)}"
+        result = _prune_to(job, zeroed, force=True)
+        shrunk = structured.shrink_into(zeroed, target, force, str(job.label or job.source))
+    result.output = str(job.out_label or target)
+    result.output_size = shrunk.output_size
+    result.bound_bytes = structured.bound_bytes(target)
+    result.shrink = structured.shrink_summary(shrunk)
+    result.failures += [f"shrink: {failure}" for failure in shrunk.failures]
+    return result
+
+
+def _prune_to(job: _Job, target: Path, force: bool) -> PruneResult:
+    """Plan, (train,) write `target` atomically, re-read and check it."""
+    source, spec, label, method, train = job.source, job.spec, job.label, job.method, job.train
+    with open_model(source, label) as model:
+        target_format = _target_format(model, target)
+        plan = make_plan(model, spec)
+        outcomes = {p.tensor.path: _outcome(p) for p in plan.tensors}
+        training = None
+        if train is not None or method != "mask":
+            training = run_training(str(source), plan, method, train, job.unsafe, job.on_epoch)
+            transform = _trained_transform(plan, outcomes, training.weights)
+        else:
+            pool = structured.unit_pool(model, plan)
+            block_pool = _block_pool(model, plan)
+            transform = _transform(plan, outcomes, _global_selection(model, plan), pool, block_pool)
+        with atomic_path(target, force=force, inputs=(source,)) as temp:
+            if target_format == model.format:
+                write_model(model, temp, transform, not spec.keep_optimizer, job.on_tensor)
+            else:
+                convert_model(model, temp, target_format, transform, job.on_tensor)
+        result = PruneResult(
+            str(label or source), str(job.out_label or target), model.format, model.size
+        )
+        result.optimizer = _optimizer_state(model, spec)
+        result.tensors = list(outcomes.values())
+        result.training = training.summary() if training is not None else None
+        _measure_and_verify(model, target, plan, result, trained=training is not None)
+    return result
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return next((s for s in SUFFIX_FORMATS if name.endswith(s)), path.suffix)
+
+
+def _target_format(model: ModelFile, target: Path) -> str:
+    """The output format the suffix asks for; conversions are checked before any work."""
+    suffix = _suffix(target)
+    allowed = SUFFIX_FORMATS.get(suffix)
+    if allowed is None:
+        raise InputError(f"output {target} must end in .keras, .h5 or .weights.h5.")
+    if model.format in allowed:
+        return model.format
+    if allowed[0] in (FORMAT_KERAS, FORMAT_H5):
+        check_convertible(model, allowed[0])
+        return allowed[0]
+    raise InputError(
+        f"{model.path} is a '{model.format}' file and cannot be written as '{suffix}'; "
+        "give -o the input's suffix."
+    )
+
+
+def _outcome(plan: TensorPlan) -> TensorOutcome:
+    return TensorOutcome(plan.tensor, plan.method, plan.target, 0, skip_reason=plan.skip_reason)
+
+
+def _prepared(plan: Plan, values: np.ndarray) -> np.ndarray:
+    """A tensor after the threshold step, which always comes first."""
+    if plan.spec.threshold is not None:
+        zero_below(values, plan.spec.threshold)
+    return values
+
+
+def _global_selection(model: ModelFile, plan: Plan) -> GlobalCut | None:
+    pooled = plan.pooled
+    if not pooled:
+        return None
+    return global_cut(
+        lambda i: _prepared(plan, model.read(pooled[i].tensor).astype(np.float32, copy=False)),
+        [p.tensor.params for p in pooled],
+        plan.global_prune_count(),
+        plan.global_caps(),
+    )
+
+
+def _block_pool(model: ModelFile, plan: Plan) -> blocks.BlockPool | None:
+    pooled = plan.block_pooled
+    if not pooled:
+        return None
+    tensors = [p.tensor for p in pooled]
+    return blocks.BlockPool(
+        model, tensors, plan.spec, plan.global_block_count(), plan.global_block_caps()
+    )
+
+
+def _transform(
+    plan: Plan,
+    outcomes: dict[str, TensorOutcome],
+    selection: GlobalCut | None,
+    pool: structured.UnitPool | None = None,
+    block_pool: blocks.BlockPool | None = None,
+):
+    by_path = {p.tensor.path: p for p in plan.tensors}
+    pool_index = {p.tensor.path: i for i, p in enumerate(plan.pooled)}
+
+    def transform(tensor: TensorInfo, values: np.ndarray) -> np.ndarray | None:
+        item, outcome = by_path[tensor.path], outcomes[tensor.path]
+        outcome.zeros_before = int(np.count_nonzero(values == 0))
+        if item.method is None:
+            return None
+        values = _prepared(plan, np.array(values, copy=True))
+        prepared_zeros = int(np.count_nonzero(values == 0))
+        if item.method == "target":
+            count = prune_count(values.size, item.target or 0.0)
+            zero_smallest(values, count)
+            outcome.expected_zeros = max(count, prepared_zeros)
+        elif item.method == "global" and selection is not None:
+            apply_global_cut(values, pool_index[tensor.path], selection)
+        elif item.method == "pattern" and plan.spec.pattern is not None:
+            zeros, group = plan.spec.pattern
+            n_of_m(values, zeros, group, axis=-2)
+        elif item.method == "mask" and item.mask is not None:
+            zero_by_mask(values, item.mask)
+        elif item.method == "threshold":
+            outcome.expected_zeros = prepared_zeros
+        elif item.method in structured.UNIT_METHODS:
+            outcome.units_pruned = structured.apply_units(item, values, pool)
+        elif item.method in blocks.BLOCK_METHODS:
+            outcome.blocks_pruned = blocks.apply_blocks(
+                item.method, tensor.path, values, item.target, plan.spec, block_pool
+            )
+        return values
+
+    return transform
+
+
+def _trained_transform(plan: Plan, outcomes: dict[str, TensorOutcome], weights: dict):
+    """Every weight takes its trained value; pruned tensors must hold their final zero counts."""
+    by_path = {p.tensor.path: p for p in plan.tensors}
+
+    def transform(tensor: TensorInfo, values: np.ndarray) -> np.ndarray:
+        item, outcome = by_path[tensor.path], outcomes[tensor.path]
+        outcome.zeros_before = int(np.count_nonzero(values == 0))
+        trained = np.asarray(weights[tensor.name])
+        if trained.shape != values.shape:
+            raise InputError(
+                f"training returned {tensor.name} with shape {trained.shape}, "
+                f"the file has {values.shape}."
+            )
+        if item.method == "target" and item.target is not None:
+            outcome.expected_zeros = prune_count(values.size, item.target)
+        if item.method == "units" and item.target is not None:
+            outcome.units_pruned = prune_count(values.shape[-1], item.target)
+        if item.method == "blocks" and item.target is not None:
+            outcome.blocks_pruned = prune_count(plan.blocks_of(item), item.target)
+        trained = trained.astype(values.dtype, copy=True)
+        trained[trained == 0] = (
+            0  # masks applied by multiplication leave -0.0, which compresses worse
+        )
+        return trained
+
+    return transform
+
+
+def _optimizer_state(model: ModelFile, spec: PruneSpec) -> str:
+    if not model.optimizer_tensors:
+        return "none"
+    return "kept" if spec.keep_optimizer else "reset"
+
+
+def _measure_and_verify(
+    model: ModelFile, target: Path, plan: Plan, result: PruneResult, trained: bool = False
+) -> None:
+    """Re-read the written file: measure every figure and check each rule was met exactly."""
+    outcomes = {t.tensor.name: t for t in result.tensors}  # names survive format conversion
+    by_name = {p.tensor.name: p for p in plan.tensors}
+    with open_model(target, result.output) as written:
+        result.output_size = written.size
+        if sorted(t.name for t in written.model_tensors) != sorted(outcomes):
+            result.failures.append("the written file does not hold the same weights as the input.")
+            return
+        for tensor in written.model_tensors:
+            values = written.read(tensor)
+            outcome = outcomes[tensor.name]
+            outcome.zeros_after = int(np.count_nonzero(values == 0))
+            result.bound_bytes += information_bound_bytes(
+                values.size, values.size - outcome.zeros_after, values.dtype.itemsize * 8
+            )
+            item = by_name[tensor.name]
+            if item.method in structured.UNIT_METHODS:
+                outcome.units_zero_after = structured.zero_units_count(values)
+            if item.method in blocks.BLOCK_METHODS and plan.spec.block is not None:
+                found, total = zero_blocks(values, plan.spec.block)
+                outcome.blocks_zero_after, outcome.blocks_total = found, total
+            if trained and item.method is None:
+                continue  # training changes every weight; only the pruning rules are checked
+            result.failures += _check_tensor(model, item, outcome, values, plan)
+    by_path = {t.tensor.path: t for t in result.tensors}
+    result.failures += _check_pool(plan, by_path)
+    chosen = {path: t.units_pruned for path, t in by_path.items()}
+    after = {path: t.units_zero_after or 0 for path, t in by_path.items()}
+    result.failures += structured.check_pool(plan, chosen, after)
+    result.failures += _check_block_pool(plan, by_path)
+
+
+def _check_block_pool(plan: Plan, outcomes: dict[str, TensorOutcome]) -> list[str]:
+    pooled = plan.block_pooled
+    if not pooled:
+        return []
+    caps = plan.global_block_caps()
+    wanted = min(plan.global_block_count(), sum(caps))
+    chosen = {p.tensor.path: outcomes[p.tensor.path].blocks_pruned for p in pooled}
+    after = {p.tensor.path: outcomes[p.tensor.path].blocks_zero_after or 0 for p in pooled}
+    return blocks.check_pool(pooled, wanted, caps, chosen, after)
+
+
+def _check_tensor(
+    model: ModelFile, item: TensorPlan, outcome: TensorOutcome, values: np.ndarray, plan: Plan
+) -> list[str]:
+    name = item.tensor.name
+    if item.method is None:
+        original = model.read(item.tensor)
+        same = original.dtype == values.dtype and np.array_equal(original, values, equal_nan=True)
+        return [] if same else [f"{name} was not to be pruned but changed."]
+    if outcome.expected_zeros is not None and outcome.zeros_after != outcome.expected_zeros:
+        return [f"{name}: expected {outcome.expected_zeros} zeros, found {outcome.zeros_after}."]
+    if item.method == "pattern" and plan.spec.pattern is not None:
+        zeros, group = plan.spec.pattern
+        groups = np.moveaxis(values, -2, -1).reshape(-1, group)
+        if (np.count_nonzero(groups == 0, axis=1) < zeros).any():
+            return [f"{name}: a group of {group} has fewer than {zeros} zeros."]
+    if item.method == "mask" and item.mask is not None and (values[item.mask == 0] != 0).any():
+        return [f"{name}: a masked weight is not zero."]
+    if item.method in blocks.BLOCK_METHODS and plan.spec.block is not None:
+        return blocks.check_blocks(name, outcome.blocks_pruned, values, plan.spec.block)
+    return structured.check_units(name, outcome.units_pruned, values)
+
+
+def _check_pool(plan: Plan, outcomes: dict[str, TensorOutcome]) -> list[str]:
+    pooled = plan.pooled
+    if not pooled:
+        return []
+    zeros = [outcomes[p.tensor.path].zeros_after for p in pooled]
+    wanted = min(plan.global_prune_count(), sum(plan.global_caps()))
+    failures = []
+    if sum(zeros) < wanted:
+        failures.append(f"global scope: expected at least {wanted} zeros, found {sum(zeros)}.")
+    for item, count, cap in zip(pooled, zeros, plan.global_caps(), strict=True):
+        before = outcomes[item.tensor.path].zeros_before
+        if count > max(cap, before) and item.cap is not None:
+            failures.append(f"{item.tensor.name}: {count} zeros exceed its cap of {cap}.")
+    return failures

@@ -1,0 +1,1 @@
+"""strip: unwrap TFMOT PruneLowMagnitude layers (the file rewrite is formats/tfmot_unwrap.py)."""
