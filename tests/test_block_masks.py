@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from block_oracle import oracle_mask, oracle_scores
 
-from sparseprune import masks
+from sparseprune.numeric import masks
 
 SHAPES = [(8, 3), (10, 4), (11, 5), (9, 7), (16, 16), (5, 2), (3, 9)]
 BLOCKS = [(4, 1), (1, 4), (2, 2), (3, 2), (4, 4)]
