@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune_accuracy import DATA, MODEL, test_accuracy
 from harness import table
 
-from sparseprune.pruning import prune_model
-from sparseprune.recipes import PruneSpec
-from sparseprune.training import TrainSpec
+from sparseprune.numeric.schedule import TrainSpec
+from sparseprune.prune import prune_model
+from sparseprune.prune.recipes import PruneSpec
 
 TARGET = 0.9
 GOAL = 0.01  # fine-tuned blocks may lose at most 1 point against fine-tuned unstructured

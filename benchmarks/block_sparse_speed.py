@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from harness import table
 
+from sparseprune.export.litert import file_kernels, layer_runs
 from sparseprune.formats.tflite import read_tflite
 from sparseprune.keras_ops.bench import _KerasRunner, make_interpreter, pin_threads
 from sparseprune.keras_ops.export import convert
-from sparseprune.litert import file_kernels, layer_runs
-from sparseprune.pruning import prune_model
-from sparseprune.recipes import PruneSpec
+from sparseprune.prune import prune_model
+from sparseprune.prune.recipes import PruneSpec
 
 MODELS = {"mlp 784-2048-2048-10": [784, 2048, 2048, 10], "dense 4096x4096": [4096, 4096]}
 VARIANTS = (("4x1 blocks", 0.9, (4, 1)), ("4x1 blocks", 0.95, (4, 1)), ("unstructured", 0.95, None))
