@@ -89,6 +89,33 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> 
         ) from error
 
 
+class MemberStream(io.RawIOBase):
+    """One member's bytes read in chunks (never all at once); corruption is one `InputError`."""
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> None:
+        super().__init__()
+        self._what = f"{label}: member '{info.filename}'"
+        try:
+            self._stream = archive.open(info)
+        except ZIP_ERRORS as error:
+            raise InputError(f"{self._what} is corrupt ({describe(error)}).") from error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        try:
+            data = self._stream.read(len(buffer))
+        except ZIP_ERRORS as error:
+            raise InputError(f"{self._what} is corrupt ({describe(error)}).") from error
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
 def open_member(archive: zipfile.ZipFile, name: str, label: str) -> IO[bytes]:
     """A seekable binary stream of one member's bytes."""
     info = _member(archive, name, label)

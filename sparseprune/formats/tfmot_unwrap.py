@@ -41,6 +41,7 @@ from sparseprune.formats.varstore import LAYER_LISTS, natural_key, storage_keys
 from sparseprune.formats.writer import (
     Member,
     TreeCopier,
+    copied_member,
     copy_attrs,
     create_group,
     new_h5,
@@ -293,12 +294,12 @@ def _write_archive(
         members = []
         for info in model.archive.infolist():
             if info.filename == zipped.WEIGHTS_MEMBER:
-                source: bytes | Path = weights_path
+                members.append(Member(info.filename, weights_path, info.external_attr))
             elif info.filename == zipped.CONFIG_MEMBER:
-                source = json.dumps(config).encode()
+                config_bytes = json.dumps(config).encode()
+                members.append(Member(info.filename, config_bytes, info.external_attr))
             else:
-                source = zipped.read_member(model.archive, info, model.path)
-            members.append(Member(info.filename, source, info.external_attr))
+                members.append(copied_member(model, info))
         write_zip(target, members)
     return folder.folds
 

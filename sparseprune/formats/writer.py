@@ -208,31 +208,54 @@ def _write_archive(model: ModelFile, target: Path, copier: TreeCopier) -> None:
         weights_path = Path(scratch) / zipped.WEIGHTS_MEMBER
         with new_h5(weights_path) as out:
             copier.copy_group(model.weights, out)
-        members: list[Member] = []
-        for info in model.archive.infolist():
-            if info.filename == zipped.WEIGHTS_MEMBER:
-                members.append(Member(info.filename, weights_path, info.external_attr))
-            else:
-                data = zipped.read_member(model.archive, info, model.path)
-                members.append(Member(info.filename, data, info.external_attr))
+        members = [
+            Member(info.filename, weights_path, info.external_attr)
+            if info.filename == zipped.WEIGHTS_MEMBER
+            else copied_member(model, info)
+            for info in model.archive.infolist()
+        ]
         write_zip(target, members)
 
 
 @dataclass
 class Member:
-    """A zip member to write: its bytes, or a file to stream them from."""
+    """A zip member to write: its bytes, a file, or a member of the input to stream them from.
+
+    Streams keep memory flat however many large members (assets) an archive holds.
+    """
 
     name: str
-    source: bytes | Path
+    source: bytes | Path | InputMember
     external_attr: int = 0o600 << 16
 
     def size(self) -> int:
-        return len(self.source) if isinstance(self.source, bytes) else self.source.stat().st_size
+        if isinstance(self.source, bytes):
+            return len(self.source)
+        if isinstance(self.source, InputMember):
+            return self.source.info.file_size
+        return self.source.stat().st_size
 
     def open(self) -> IO[bytes]:
-        return (
-            io.BytesIO(self.source) if isinstance(self.source, bytes) else open(self.source, "rb")
-        )
+        if isinstance(self.source, bytes):
+            return io.BytesIO(self.source)
+        if isinstance(self.source, InputMember):
+            return zipped.MemberStream(self.source.archive, self.source.info, self.source.label)
+        return open(self.source, "rb")
+
+
+@dataclass(frozen=True)
+class InputMember:
+    """A member of the input archive, copied through in chunks."""
+
+    archive: zipfile.ZipFile
+    info: zipfile.ZipInfo
+    label: str
+
+
+def copied_member(model: ModelFile, info: zipfile.ZipInfo) -> Member:
+    """`info` of the input archive, to be written unchanged (streamed, not read into memory)."""
+    assert model.archive is not None
+    return Member(info.filename, InputMember(model.archive, info, model.path), info.external_attr)
 
 
 def write_zip(target: Path, members: list[Member]) -> None:
