@@ -253,3 +253,51 @@ def _check_indices(indices: tuple[int, ...], count: int, what: str) -> None:
     bad = [i for i in indices if not -1 <= i < count]  # -1 marks an optional input left out
     if bad:
         raise _Corrupt(f"a {what} index {bad[0]} is not one of its {count} tensors")
+
+
+def check_tflite(path: str | Path) -> TfliteModel:
+    """Refuse, with one sentence, a `.tflite` an interpreter could crash on (before one sees it).
+
+    Checks the identifier, the root offset and every table and vector `read_tflite` follows,
+    then that each buffer's data (inline, or at `offset`/`size` past the flatbuffer for models
+    over 2 GiB) lies inside the file and that a constant tensor's buffer holds its whole shape.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read {path} ({error.strerror or error}).") from None
+    model = read_tflite(data, str(path))
+    reader = _Reader(data)
+    try:
+        _check_buffers(reader, reader.follow(0), model)
+    except _Corrupt as error:
+        raise InputError(f"{path} is a corrupt TFLite file ({error}).") from None
+    return model
+
+
+ITEM_BYTES = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1}
+ITEM_BYTES.update({"int16": 2, "int8": 1, "float64": 8, "bfloat16": 2})
+
+
+def _check_buffers(reader: _Reader, root: int, model: TfliteModel) -> None:
+    sizes = list(model.buffer_sizes)
+    for index, table in enumerate(reader.tables(root, 4)):
+        offset, size = reader.int_field(table, 1, "Q"), reader.int_field(table, 2, "Q")
+        if offset > 1 and offset + size > len(reader.data):
+            raise _Corrupt(f"buffer {index} lies past the end of the file")
+        if offset > 1:
+            sizes[index] = size
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            held, item = sizes[tensor.buffer] if sizes else 0, ITEM_BYTES.get(tensor.dtype)
+            if any(d < -1 for d in tensor.shape):
+                raise _Corrupt(f"tensor {tensor.index} has a negative dimension")
+            if not held or item is None or tensor.sparsity is not None or -1 in tensor.shape:
+                continue
+            need = item
+            for dim in tensor.shape:
+                need *= dim
+            if held < need:
+                raise _Corrupt(
+                    f"tensor {tensor.index} needs {need:,} bytes but its buffer holds {held:,}"
+                )

@@ -18,8 +18,8 @@ import numpy as np
 
 from sparseprune.errors import InputError
 from sparseprune.formats import open_model
-from sparseprune.formats.tflite import read_tflite_file
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
+from sparseprune.keras_ops.tflite_probe import probe_tflite
 from sparseprune.layers.slots import mac_count
 
 TFLITE_MAGIC = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer (its file identifier)
@@ -85,7 +85,7 @@ def _preflight(path: str, unsafe: bool) -> str:
     if not os.path.isfile(path):
         raise InputError(f"{path} does not exist or is not a file.")
     if is_tflite(path):
-        read_tflite_file(path)  # a corrupt flatbuffer is one sentence, never an interpreter crash
+        probe_tflite(path)  # checked, then run once in a child: a crash is one sentence here
         return "tflite"
     check_loadable(path, unsafe)
     with open_model(path) as model:
