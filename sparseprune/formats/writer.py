@@ -200,7 +200,23 @@ def copy_attrs(source: h5py.HLObject, dest: h5py.HLObject, label: str = "the mod
     for key in keys:
         with reading(label, f"attribute '{key}' of '{source.name}'"):
             value, dtype = source.attrs[key], source.attrs.get_id(key).dtype
-        dest.attrs.create(key, value, dtype=dtype)
+        dest.attrs.create(key, _stored_text(value), dtype=dtype)
+
+
+def _stored_text(value: object) -> object:
+    """Text attributes back to the bytes they were read from.
+
+    h5py decodes bytes that are not valid text with `surrogateescape`; writing that str would
+    fail to encode, so the original bytes are written instead (the copy stays exact).
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return np.array(
+            [v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v for v in value.flat],
+            dtype=object,
+        ).reshape(value.shape)
+    return value
 
 
 def _write_archive(model: ModelFile, target: Path, copier: TreeCopier) -> None:
