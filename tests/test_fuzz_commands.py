@@ -301,7 +301,11 @@ def keras_mutations(bases: Bases, count: int) -> list[tuple[str, bytes]]:
             changed = data[: rng.randrange(len(data) // 2, len(data))]
         elif kind == 1:
             h5, put_back = h5_of(data, name)
-            kernels = [p for p, k in h5_objects(h5) if k == "dataset" and "kernel" in p]
+            kernels = [
+                p
+                for p, k in h5_objects(h5)
+                if k == "dataset" and ("kernel" in p or p.endswith("/vars/0"))
+            ]
             changed = put_back(gzip_and_corrupt(h5, rng.choice(kernels), rng.randrange(1 << 12)))
         else:
             h5, put_back = h5_of(data, name)
