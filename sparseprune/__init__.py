@@ -1,22 +1,138 @@
 """sparseprune: inspect and prune saved Keras models without running code from them.
 
-The library is usable from Python; each CLI command is a thin layer over one function here.
+The public API; each CLI command is a thin layer over one function here::
+
+    from sparseprune import PruneSpec, inspect_model, prune_model
+
+    report = inspect_model("model.keras")
+    result = prune_model("model.keras", "model.pruned.keras", PruneSpec(target=0.8))
+    print(result.to_json())
+
+Every function takes `str | os.PathLike` paths and keyword-only options; specs are checked when
+they are made; results are dataclasses with `to_json()` (the command's `--json` document).
+Names are imported on first use, so `import sparseprune` stays cheap and never imports
+TensorFlow: only evaluate_model, compare_models, bench_models and export_model load Keras, and
+only when called.
 """
 
-from sparseprune.errors import CheckFailed, InputError, SparsePruneError
-from sparseprune.formats import ModelFile, open_model
-from sparseprune.inspect.inspection import ModelReport, gate_failures, inspect_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it (imported on first access)
+_EXPORTS = {
+    "inspect_model": "sparseprune.inspect.inspection",
+    "gate_failures": "sparseprune.inspect.inspection",
+    "ModelReport": "sparseprune.inspect.inspection",
+    "prune_model": "sparseprune.prune.run",
+    "PruneResult": "sparseprune.prune.run",
+    "PruneSpec": "sparseprune.prune.recipes",
+    "LayerRule": "sparseprune.prune.recipes",
+    "load_recipe": "sparseprune.prune.recipes",
+    "TrainSpec": "sparseprune.numeric.schedule",
+    "strip_model": "sparseprune.strip.stripping",
+    "StripResult": "sparseprune.strip.stripping",
+    "shrink_model": "sparseprune.shrink.shrinking",
+    "ShrinkResult": "sparseprune.shrink.shrinking",
+    "compare_models": "sparseprune.compare.comparison",
+    "Comparison": "sparseprune.compare.comparison",
+    "evaluate_model": "sparseprune.keras_ops.evaluate",
+    "EvaluateResult": "sparseprune.keras_ops.evaluate",
+    "bench_models": "sparseprune.keras_ops.bench",
+    "BenchSpec": "sparseprune.keras_ops.bench",
+    "BenchResult": "sparseprune.keras_ops.bench",
+    "export_model": "sparseprune.keras_ops.export",
+    "ExportResult": "sparseprune.keras_ops.export",
+    "Scope": "sparseprune.choices",
+    "Structure": "sparseprune.choices",
+    "TrainMethod": "sparseprune.choices",
+    "TensorMethod": "sparseprune.choices",
+    "Quantize": "sparseprune.choices",
+    "OutputFormat": "sparseprune.choices",
+    "SCHEMA_VERSION": "sparseprune.schema",
+    "SparsePruneError": "sparseprune.errors",
+    "InputError": "sparseprune.errors",
+    "UnsafeModelError": "sparseprune.errors",
+    "CheckFailed": "sparseprune.errors",
+    "ModelFile": "sparseprune.formats",
+    "open_model": "sparseprune.formats",
+}
+
 __all__ = [
+    "SCHEMA_VERSION",
+    "BenchResult",
+    "BenchSpec",
     "CheckFailed",
+    "Comparison",
+    "EvaluateResult",
+    "ExportResult",
     "InputError",
+    "LayerRule",
     "ModelFile",
     "ModelReport",
+    "OutputFormat",
+    "PruneResult",
+    "PruneSpec",
+    "Quantize",
+    "Scope",
+    "ShrinkResult",
     "SparsePruneError",
+    "StripResult",
+    "Structure",
+    "TensorMethod",
+    "TrainMethod",
+    "TrainSpec",
+    "UnsafeModelError",
     "__version__",
+    "bench_models",
+    "compare_models",
+    "evaluate_model",
+    "export_model",
     "gate_failures",
     "inspect_model",
+    "load_recipe",
     "open_model",
+    "prune_model",
+    "shrink_model",
+    "strip_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparseprune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
+    from sparseprune.choices import (
+        OutputFormat,
+        Quantize,
+        Scope,
+        Structure,
+        TensorMethod,
+        TrainMethod,
+    )
+    from sparseprune.compare.comparison import Comparison, compare_models
+    from sparseprune.errors import CheckFailed, InputError, SparsePruneError, UnsafeModelError
+    from sparseprune.formats import ModelFile, open_model
+    from sparseprune.inspect.inspection import ModelReport, gate_failures, inspect_model
+    from sparseprune.keras_ops.bench import BenchResult, BenchSpec, bench_models
+    from sparseprune.keras_ops.evaluate import EvaluateResult, evaluate_model
+    from sparseprune.keras_ops.export import ExportResult, export_model
+    from sparseprune.numeric.schedule import TrainSpec
+    from sparseprune.prune.recipes import LayerRule, PruneSpec, load_recipe
+    from sparseprune.prune.run import PruneResult, prune_model
+    from sparseprune.schema import SCHEMA_VERSION
+    from sparseprune.shrink.shrinking import ShrinkResult, shrink_model
+    from sparseprune.strip.stripping import StripResult, strip_model

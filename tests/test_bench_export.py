@@ -300,6 +300,7 @@ def test_batch_size_parsing() -> None:
 def test_table_warns_when_threads_were_not_pinned() -> None:
     from rich.console import Console
 
+    from sparseprune.keras_ops.bench import BenchResult
     from sparseprune.render.bench_output import print_bench
 
     row = {"batch_size": 1, "median_ms": 1.0, "p90_ms": 1.2, "spread": 1.2, "throughput": 1e3}
@@ -308,5 +309,5 @@ def test_table_warns_when_threads_were_not_pinned() -> None:
     threads = {"intra_op": 0, "inter_op": 0, "tflite": 1, "pinned": False}
     settings = {"repeats": 5, "warmup": 1, "threads": threads}
     console = Console(record=True, width=160)
-    print_bench(console, {"settings": settings, "models": [model], "ratios": []})
+    print_bench(console, BenchResult(settings, [model], []))
     assert "could not be pinned" in console.export_text()

@@ -26,9 +26,9 @@ from sparseprune.cli import compare_cmd, evaluate_cmd
 from sparseprune.compare.comparison import MetricDiff, accuracy_drop_failure, compare_sparsity
 from sparseprune.datasets import load_split
 from sparseprune.errors import InputError
+from sparseprune.keras_ops.evaluate import EvaluateResult
 from sparseprune.prune import prune_model
 from sparseprune.prune.recipes import PruneSpec
-from sparseprune.render.evaluate_output import to_json
 
 DATA = SAMPLES / "digits.npz"
 MLP = SAMPLES / "mlp.keras"
@@ -289,7 +289,7 @@ def test_max_drop_zero_fails_when_b_is_worse(keras_runs: dict) -> None:
     run = keras_runs["runs"]["cmp_fail"]
     assert run["code"] == 1
     message = run["stderr"].strip()
-    assert message.startswith("error:") and len(message.splitlines()) == 1
+    assert message.startswith("check failed:") and len(message.splitlines()) == 1
     assert f"{expected_a:.4f}" in message and f"{expected_b:.4f}" in message
     assert "--max-drop 0" in message
     assert "accuracy" in run["stdout"]  # the report is still printed before the gate fails
@@ -401,5 +401,7 @@ def test_max_drop_gate_needs_an_accuracy_metric() -> None:
 
 
 def test_json_writes_non_finite_values_as_null() -> None:
-    document = json.loads(to_json({"loss": float("nan"), "metrics": {"a": float("inf")}}))
-    assert document == {"schema_version": 1, "loss": None, "metrics": {"a": None}}
+    result = EvaluateResult("m.keras", "d.npz", 3, float("nan"), {"a": float("inf")})
+    document = json.loads(result.to_json())
+    assert document["schema_version"] == 1
+    assert document["loss"] is None and document["metrics"] == {"a": None}

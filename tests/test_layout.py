@@ -42,8 +42,7 @@ def _module_name(path: Path) -> str:
 
 def test_light_side_has_no_heavy_import_statement() -> None:
     offenders = {
-        str(p.relative_to(PACKAGE)): sorted(_imported_roots(p) & set(HEAVY))
-        for p in _light_files()
+        str(p.relative_to(PACKAGE)): sorted(_imported_roots(p) & set(HEAVY)) for p in _light_files()
     }
     assert {name: roots for name, roots in offenders.items() if roots} == {}
 

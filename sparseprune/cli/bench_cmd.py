@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
+from sparseprune.choices import OutputFormat
+from sparseprune.cli.common import (
+    ForceOption,
+    FormatOption,
+    JsonFileOption,
+    JsonOption,
+    UnsafeOption,
+    exit_codes,
+)
+from sparseprune.cli.output import Output, Renderer, emit
 from sparseprune.errors import InputError
 
 
@@ -31,10 +40,14 @@ def bench(
         ),
     ] = False,
     unsafe: UnsafeOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
     as_json: JsonOption = False,
+    json_file: JsonFileOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Time inference (median, p90) and count params, nonzeros, MACs and bytes; B/A ratios."""
     with exit_codes():
+        report = Output.of(output_format, as_json, json_file, force, inputs=tuple(models))
         from sparseprune.keras_ops.bench import BenchSpec, bench_models
 
         spec = BenchSpec(parse_sizes(batch_size), repeats, warmup, threads)
@@ -45,15 +58,15 @@ def bench(
 
             result = bench_serving(models[0], spec, unsafe)
         else:
-            result = bench_models(models, spec, unsafe)
-    from sparseprune.render import bench_output
+            result = bench_models(models, spec=spec, unsafe=unsafe)
+        from sparseprune.render import bench_output
 
-    if as_json:
-        typer.echo(bench_output.to_json(result))
-    elif serving:
-        bench_output.print_serving(stdout, result)
-    else:
-        bench_output.print_bench(stdout, result)
+        renderer = (
+            Renderer(bench_output.print_serving, bench_output.serving_rows)
+            if serving
+            else Renderer(bench_output.print_bench, bench_output.rows)
+        )
+        emit(result, renderer, report)
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:

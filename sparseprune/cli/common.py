@@ -8,8 +8,9 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,13 +23,31 @@ except ImportError:  # pragma: no cover - older Typer on real Click
 from rich.console import Console
 from rich.markup import escape
 
+from sparseprune.choices import OutputFormat
 from sparseprune.errors import SparsePruneError
 
 # Options several commands share, declared once so their names and help stay identical.
 UnsafeOption = Annotated[
     bool, typer.Option("--unsafe", help="Allow loading Lambda/custom layers (runs code).")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable result.")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Overwrite an existing output (never the input).")
+]
+ThresholdOption = Annotated[
+    float, typer.Option("--threshold", "-t", min=0.0, help="|w| <= T counts as near zero.")
+]
+VerifyOption = Annotated[
+    bool, typer.Option("--verify", help="Compare input and output predictions with Keras.")
+]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--format", "-f", help="Output on stdout: table, json, csv or markdown."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Shortcut for --format json.")]
+JsonFileOption = Annotated[
+    Path | None,
+    typer.Option("--json-file", help="Also write the JSON document to this file (atomically)."),
+]
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -160,3 +179,11 @@ def quiet_broken_pipe() -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     return EXIT_BROKEN_PIPE
+
+
+def end_on_failures(failures: Sequence[str]) -> None:
+    """The one ending for failed checks: each on stderr as `check failed: ...`, then exit 1."""
+    for failure in failures:
+        stderr.print(f"[bold red]check failed:[/] {escape(one_line(failure))}", soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)

@@ -7,8 +7,18 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
-from sparseprune.errors import CheckFailed, InputError
+from sparseprune.choices import OutputFormat
+from sparseprune.cli.common import (
+    ForceOption,
+    FormatOption,
+    JsonFileOption,
+    JsonOption,
+    ThresholdOption,
+    UnsafeOption,
+    end_on_failures,
+    exit_codes,
+)
+from sparseprune.cli.output import Output, Renderer, emit
 from sparseprune.numeric.stats import DEFAULT_THRESHOLD
 
 
@@ -25,29 +35,22 @@ def compare(
             min=0.0, max=1.0, help="Exit 1 if B's accuracy is more than X below A's (0.005)."
         ),
     ] = None,
-    threshold: Annotated[
-        float, typer.Option("--threshold", "-t", min=0.0, help="|w| <= T counts as near zero.")
-    ] = DEFAULT_THRESHOLD,
+    threshold: ThresholdOption = DEFAULT_THRESHOLD,
     unsafe: UnsafeOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
     as_json: JsonOption = False,
+    json_file: JsonFileOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Compare per-layer sparsity, file size, outputs and metrics of two saved models."""
     with exit_codes():
-        if max_drop is not None and data is None:
-            raise InputError("--max-drop needs --data: accuracy is measured on its labels.")
-        from sparseprune.compare.comparison import accuracy_drop_failure, compare_models
+        report = Output.of(output_format, as_json, json_file, force, inputs=(a, b))
+        from sparseprune.compare.comparison import compare_models
 
-        comparison = compare_models(a, b, data, threshold, unsafe)
-        failure = accuracy_drop_failure(comparison, max_drop) if max_drop is not None else None
-        _render(comparison, max_drop, [failure] if failure else [], as_json)
-        if failure:
-            raise CheckFailed(failure)
+        comparison = compare_models(
+            a, b, data=data, threshold=threshold, max_drop=max_drop, unsafe=unsafe
+        )
+        from sparseprune.render import compare_output
 
-
-def _render(comparison, max_drop: float | None, failures: list[str], as_json: bool) -> None:
-    from sparseprune.render import compare_output
-
-    if as_json:
-        typer.echo(compare_output.to_json(comparison, max_drop, failures))
-    else:
-        compare_output.print_comparison(stdout, comparison)
+        emit(comparison, Renderer(compare_output.print_comparison, compare_output.rows), report)
+    end_on_failures(comparison.failures)

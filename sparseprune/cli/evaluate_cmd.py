@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
+from sparseprune.choices import OutputFormat
+from sparseprune.cli.common import (
+    ForceOption,
+    FormatOption,
+    JsonFileOption,
+    JsonOption,
+    UnsafeOption,
+    exit_codes,
+)
+from sparseprune.cli.output import Output, Renderer, emit
 
 
 def evaluate(
@@ -25,19 +34,27 @@ def evaluate(
         typer.Option(help="Comma-separated metric names; default: the file's, else inferred."),
     ] = None,
     unsafe: UnsafeOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
     as_json: JsonOption = False,
+    json_file: JsonFileOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Evaluate a saved model's loss and metrics on the validation split of an .npz file."""
     with exit_codes():
+        report = Output.of(output_format, as_json, json_file, force, inputs=(model, data))
         from sparseprune.keras_ops.evaluate import evaluate_model
 
-        result = evaluate_model(model, data, batch_size, loss, split_names(metrics), unsafe)
-    from sparseprune.render import evaluate_output
+        result = evaluate_model(
+            model,
+            data,
+            batch_size=batch_size,
+            loss=loss,
+            metrics=split_names(metrics),
+            unsafe=unsafe,
+        )
+        from sparseprune.render import evaluate_output
 
-    if as_json:
-        typer.echo(evaluate_output.to_json(result))
-    else:
-        evaluate_output.print_result(stdout, result)
+        emit(result, Renderer(evaluate_output.print_result, evaluate_output.rows), report)
 
 
 def split_names(text: str | None) -> list[str] | None:

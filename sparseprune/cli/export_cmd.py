@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import JsonOption, UnsafeOption, exit_codes, stdout
-from sparseprune.errors import CheckFailed
-
-
-class Quantize(str, Enum):
-    int8 = "int8"
-    float16 = "float16"
+from sparseprune.choices import OutputFormat, Quantize
+from sparseprune.cli.common import (
+    ForceOption,
+    FormatOption,
+    JsonFileOption,
+    JsonOption,
+    UnsafeOption,
+    end_on_failures,
+    exit_codes,
+)
+from sparseprune.cli.output import Output, Renderer, emit
 
 
 def export(
@@ -38,21 +41,28 @@ def export(
             "--require-sparse", help="Exit 1 if a pruned kernel would run dense in LiteRT."
         ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    force: ForceOption = False,
     unsafe: UnsafeOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
     as_json: JsonOption = False,
+    json_file: JsonFileOption = None,
 ) -> None:
     """Convert a Keras model to TFLite (written atomically); with --data, compare the outputs."""
     with exit_codes():
-        from sparseprune.keras_ops.export import export_tflite
+        report = Output.of(output_format, as_json, json_file, force, inputs=(model, output))
+        from sparseprune.keras_ops.export import export_model
 
-        level = quantize.value if quantize is not None else None
-        result = export_tflite(model, output, level, data, force, sparsity, unsafe, require_sparse)
+        result = export_model(
+            model,
+            output,
+            quantize=quantize,
+            data=data,
+            sparsity=sparsity,
+            force=force,
+            unsafe=unsafe,
+            require_sparse=require_sparse,
+        )
         from sparseprune.render import bench_output
 
-        if as_json:
-            typer.echo(bench_output.to_json(result))
-        else:
-            bench_output.print_export(stdout, result)
-        if result["failures"]:
-            raise CheckFailed(f"{len(result['failures'])} pruned kernel(s) would run dense.")
+        emit(result, Renderer(bench_output.print_export, bench_output.export_rows), report)
+    end_on_failures(result.failures)

@@ -7,52 +7,39 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
-from sparseprune.cli.common import exit_codes, stderr, stdout
-from sparseprune.errors import CheckFailed, InputError
-from sparseprune.formats.atomic import check_output_path, write_text_output
+from sparseprune.choices import (
+    BlockPooling,
+    OutputFormat,
+    Schedule,
+    Scope,
+    Strategy,
+    Structure,
+    TrainMethod,
+)
+from sparseprune.cli.common import (
+    ForceOption,
+    FormatOption,
+    JsonFileOption,
+    JsonOption,
+    UnsafeOption,
+    VerifyOption,
+    end_on_failures,
+    exit_codes,
+    stderr,
+)
+from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.errors import InputError
 from sparseprune.numeric.schedule import TrainSpec
 from sparseprune.prune import PruneResult, default_output, output_suffix, prune_model
 from sparseprune.prune.recipes import PruneSpec, load_recipe, merge, parse_block, parse_pattern
 from sparseprune.render import prune_output
 from sparseprune.streams import STDIN_LABEL, STDOUT, input_path
-
-
-class Scope(str, Enum):
-    layer = "layer"
-    global_ = "global"
-
-
-class Structure(str, Enum):
-    weights = "weights"
-    units = "units"
-
-
-class BlockPooling(str, Enum):
-    avg = "avg"
-    max = "max"
-
-
-class Method(str, Enum):
-    mask = "mask"
-    tfmot = "tfmot"
-
-
-class ScheduleName(str, Enum):
-    polynomial = "polynomial"
-    constant = "constant"
-
-
-class StrategyName(str, Enum):
-    none = "none"
-    mirrored = "mirrored"
-    multiworker = "multiworker"
 
 
 def prune(
@@ -105,27 +92,25 @@ def prune(
     keep_optimizer: Annotated[
         bool, typer.Option("--keep-optimizer", help="Keep optimizer state as it was.")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
-    json_file: Annotated[Path | None, typer.Option(help="Write the JSON summary here.")] = None,
-    verify: Annotated[
-        bool, typer.Option("--verify", help="Compare input and output predictions with Keras.")
-    ] = False,
+    force: ForceOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
+    as_json: JsonOption = False,
+    json_file: JsonFileOption = None,
+    verify: VerifyOption = False,
     data: Annotated[
         Path | None, typer.Option(help="Training data (x, y, x_val, y_val) and --verify inputs.")
     ] = None,
-    unsafe: Annotated[
-        bool, typer.Option("--unsafe", help="Let --verify load Lambda/custom layers.")
-    ] = False,
+    unsafe: UnsafeOption = False,
     epochs: Annotated[
         int | None, typer.Option(help="Fine-tune while pruning for N epochs on --data.")
     ] = None,
     method: Annotated[
-        Method, typer.Option(help="mask: native Keras masks; tfmot: TensorFlow Model Optimization.")
-    ] = Method.mask,
+        TrainMethod,
+        typer.Option(help="mask: native Keras masks; tfmot: TensorFlow Model Optimization."),
+    ] = TrainMethod.MASK,
     schedule: Annotated[
-        ScheduleName, typer.Option(help="Sparsity schedule while training.")
-    ] = ScheduleName.polynomial,
+        Schedule, typer.Option(help="Sparsity schedule while training.")
+    ] = Schedule.POLYNOMIAL,
     initial_sparsity: Annotated[float, typer.Option(help="Polynomial schedule start.")] = 0.0,
     begin_step: Annotated[int, typer.Option(help="First pruning step.")] = 0,
     end_step: Annotated[
@@ -145,8 +130,8 @@ def prune(
         str | None, typer.Option(help="Comma-separated metrics (default: the file's).")
     ] = None,
     strategy: Annotated[
-        StrategyName, typer.Option(help="tf.distribute strategy for fine-tuning.")
-    ] = StrategyName.none,
+        Strategy, typer.Option(help="tf.distribute strategy for fine-tuning.")
+    ] = Strategy.NONE,
     seed: Annotated[int, typer.Option(help="Random seed for training.")] = 0,
     custom_objects: Annotated[
         Path | None,
@@ -160,10 +145,10 @@ def prune(
             {
                 "target": target,
                 "threshold": threshold,
-                "scope": scope.value if scope else None,
-                "structure": structure.value if structure else None,
+                "scope": scope,
+                "structure": structure,
                 "block": parse_block(block) if block else None,
-                "block_pooling": block_pooling.value if block_pooling else None,
+                "block_pooling": block_pooling,
                 "layers": layers,
                 "exclude": exclude,
                 "pattern": parse_pattern(pattern) if pattern else None,
@@ -200,38 +185,30 @@ def prune(
             input_path(model) as (path, label),
             output_target(path, label, output) as (target, out_label),
         ):
-            if verify:  # refuse before writing anything, without importing Keras
-                from sparseprune.keras_ops.loading import check_loadable
-
-                check_loadable(path, unsafe)
-                if data is not None:
-                    from sparseprune.keras_ops.verify import verification_data
-
-                    verification_data(data)
-            if json_file is not None:
-                check_output_path(json_file, force, (path,), (("model output", target),))
+            others = (("model output", target),)
+            report = Output.of(output_format, as_json, json_file, force, (path,), others)
             result = _with_progress(
                 path,
                 target,
                 spec,
-                force or to_stdout,
-                label,
-                out_label,
-                method.value,
-                train,
-                unsafe,
+                force=force or to_stdout,
+                label=label,
+                out_label=out_label,
+                method=method,
+                train=train,
+                verify=verify,
+                data=data,
+                unsafe=unsafe,
             )
-            if verify:
-                from sparseprune.keras_ops.verify import verify_outputs
-
-                result.verification = verify_outputs(path, str(target), data, unsafe)
             if to_stdout:
                 with open(target, "rb") as written:
                     shutil.copyfileobj(written, sys.stdout.buffer, 1 << 20)
                 sys.stdout.buffer.flush()
-        _report(result, as_json, json_file, to_stdout, force, path)
-        if result.failures:
-            raise CheckFailed(f"{len(result.failures)} check(s) failed on the written file.")
+        emit(result, RENDERER, report, to_stderr=to_stdout)
+    end_on_failures(result.failures)
+
+
+RENDERER = Renderer(prune_output.print_result, prune_output.rows)
 
 
 @contextlib.contextmanager
@@ -247,9 +224,7 @@ def output_target(path: str, label: str, output: str | None) -> Iterator[tuple[P
         yield Path(scratch) / f"out{output_suffix(path, label)}", "<stdout>"
 
 
-def _with_progress(
-    path, target, spec, force, label, out_label, method, train, unsafe
-) -> PruneResult:
+def _with_progress(path: str, target: Path, spec: PruneSpec, **options) -> PruneResult:
     """Epochs (with loss, metric and sparsity) while training, then tensors while writing."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -257,6 +232,7 @@ def _with_progress(
         TextColumn("{task.completed}/{task.total}"),
     )
     with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
+        train = options["train"]
         epochs = bar.add_task(
             "fine-tuning", total=train.epochs if train else 0, visible=bool(train)
         )
@@ -274,14 +250,9 @@ def _with_progress(
             path,
             target,
             spec,
-            force,
-            label,
-            out_label,
             on_tensor=lambda _: bar.advance(tensors),
-            method=method,
-            train=train,
-            unsafe=unsafe,
             on_epoch=on_epoch,
+            **options,
         )
 
 
@@ -324,23 +295,3 @@ def _train_spec(
         strategy=strategy,
         seed=seed,
     ).validate()
-
-
-def _report(
-    result: PruneResult,
-    as_json: bool,
-    json_file: Path | None,
-    to_stdout: bool,
-    force: bool,
-    source: str,
-) -> None:
-    """JSON to stdout (or stderr when stdout carries the model), or a table; --json-file too."""
-    text = prune_output.to_json(result)
-    if json_file is not None:
-        write_text_output(json_file, text + "\n", force=force, inputs=(source,))
-    if as_json and not to_stdout:
-        typer.echo(text)
-    elif as_json and json_file is None:
-        typer.echo(text, err=True)
-    elif not as_json:
-        prune_output.print_result(stderr if to_stdout else stdout, result)

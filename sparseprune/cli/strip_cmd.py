@@ -7,11 +7,22 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.cli.common import exit_codes, stdout
-from sparseprune.errors import CheckFailed, InputError
+from sparseprune.choices import OutputFormat
+from sparseprune.cli.common import (
+    ForceOption,
+    FormatOption,
+    JsonFileOption,
+    JsonOption,
+    end_on_failures,
+    exit_codes,
+)
+from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.errors import InputError
 from sparseprune.render import strip_output
 from sparseprune.streams import STDOUT, input_path
 from sparseprune.strip.stripping import strip_model
+
+RENDERER = Renderer(strip_output.print_result, strip_output.rows)
 
 
 def strip(
@@ -22,18 +33,17 @@ def strip(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Output file, in the same format as MODEL.")
     ],
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+    force: ForceOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
+    as_json: JsonOption = False,
+    json_file: JsonFileOption = None,
 ) -> None:
     """Remove TFMOT pruning wrappers: masks folded into weights, loadable without TFMOT."""
     with exit_codes():
         if str(output) == STDOUT:
             raise InputError("strip writes a model file; give -o a .keras or .h5 path.")
+        report = Output.of(output_format, as_json, json_file, force, inputs=(model, output))
         with input_path(model) as (path, label):
-            result = strip_model(path, output, force, label)
-        if as_json:
-            typer.echo(strip_output.to_json(result))
-        else:
-            strip_output.print_result(stdout, result)
-        if result.failures:
-            raise CheckFailed(f"{len(result.failures)} check(s) failed on the written file.")
+            result = strip_model(path, output, force=force, label=label)
+        emit(result, RENDERER, report)
+    end_on_failures(result.failures)

@@ -6,13 +6,14 @@ metrics need both models live, so `keras_ops.evaluate` is imported only inside `
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sparseprune.errors import InputError
 from sparseprune.inspect.inspection import LayerReport, ModelReport, inspect_model
 from sparseprune.numeric.stats import DEFAULT_THRESHOLD
+from sparseprune.schema import JsonResult
 
 # Preferred first: what `metrics=["accuracy"]` reports, then Keras's explicit variants.
 ACCURACY_NAMES = (
@@ -58,7 +59,11 @@ class MetricDiff:
 
 
 @dataclass
-class Comparison:
+class Comparison(JsonResult):
+    """Two models side by side; `failures` holds the --max-drop gate's sentence, if it failed."""
+
+    DOCUMENT = "sparseprune.render.compare_output"
+
     a: ModelReport
     b: ModelReport
     layers: list[LayerPair]
@@ -66,6 +71,8 @@ class Comparison:
     metrics: list[MetricDiff] = field(default_factory=list)
     data: str | None = None
     compile: dict[str, Any] | None = None
+    max_drop: float | None = None
+    failures: list[str] = field(default_factory=list)
 
     @property
     def size_ratio(self) -> float | None:
@@ -86,14 +93,25 @@ class Comparison:
 
 
 def compare_models(
-    a: str,
-    b: str,
-    data: str | Path | None = None,
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    max_drop: float | None = None,
     unsafe: bool = False,
     batch_size: int = 32,
 ) -> Comparison:
-    """Sparsity and sizes of A and B, their output |Δ|, and (with data) metrics A, B, B - A."""
+    """Sparsity and sizes of A and B, their output |Δ|, and (with data) metrics A, B, B - A.
+
+    With `max_drop`, B's accuracy may fall at most that far below A's; a larger drop is
+    listed in `failures` (the CLI exits 1). It needs `data`, whose labels measure accuracy.
+    """
+    if max_drop is not None and data is None:
+        raise InputError("--max-drop needs --data: accuracy is measured on its labels.")
+    if max_drop is not None and not 0 <= max_drop <= 1:
+        raise InputError(f"'max_drop' must be in [0, 1], got {max_drop}.")
+    a, b = os.fspath(a), os.fspath(b)
     comparison = compare_sparsity(a, b, threshold)
     from sparseprune.keras_ops.evaluate import run_pair
 
@@ -103,13 +121,17 @@ def compare_models(
     if run.metrics_a is not None and run.metrics_b is not None:
         comparison.metrics = _metric_diffs(run.metrics_a, run.metrics_b)
         comparison.compile = run.settings.as_dict() if run.settings else None
+    if max_drop is not None:
+        comparison.max_drop = max_drop
+        failure = accuracy_drop_failure(comparison, max_drop)
+        comparison.failures = [failure] if failure else []
     return comparison
 
 
 def compare_sparsity(a: str, b: str, threshold: float = DEFAULT_THRESHOLD) -> Comparison:
     """The Keras-free part: both files inspected, layers paired by name (A's order first)."""
-    report_a = inspect_model(a, threshold)
-    report_b = inspect_model(b, threshold)
+    report_a = inspect_model(a, threshold=threshold)
+    report_b = inspect_model(b, threshold=threshold)
     return Comparison(report_a, report_b, pair_layers(report_a, report_b))
 
 

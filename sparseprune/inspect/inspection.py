@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -9,6 +10,7 @@ from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile, TensorInfo, open_model
 from sparseprune.layers.table import has_output_units
 from sparseprune.numeric.stats import DEFAULT_THRESHOLD, TensorStats, tensor_stats
+from sparseprune.schema import JsonResult
 
 
 @dataclass
@@ -49,7 +51,11 @@ class Totals:
 
 
 @dataclass
-class ModelReport:
+class ModelReport(JsonResult):
+    """One model's statistics; `failures` holds the sentences of the CI gates that failed."""
+
+    DOCUMENT = "sparseprune.render.inspect_output"
+
     path: str
     format: str
     writer: str | None
@@ -59,6 +65,7 @@ class ModelReport:
     flags: dict[str, list[str]]
     optimizer_tensors: int = 0
     optimizer_params: int = 0
+    failures: list[str] = field(default_factory=list)
 
     @property
     def weights(self) -> list[WeightReport]:
@@ -77,19 +84,32 @@ class ModelReport:
 
 
 def inspect_model(
-    path: str,
+    path: str | os.PathLike[str],
+    *,
     threshold: float = DEFAULT_THRESHOLD,
     layers: str | None = None,
     show_all: bool = False,
     histograms: bool = False,
+    min_sparsity: float | None = None,
+    max_sparsity: float | None = None,
     label: str | None = None,
 ) -> ModelReport:
-    """Read a model file and count near-zero weights per layer (|w| <= threshold)."""
+    """Read a model file and count near-zero weights per layer (|w| <= threshold).
+
+    `layers` keeps layers whose name matches the regex; `show_all` marks every tensor shown,
+    not only prunable ones; `histograms` keeps log10|w| histograms (for plots). The CI gates
+    `min_sparsity` (prunable total) and `max_sparsity` (any layer) fill `report.failures`.
+    """
     if not threshold >= 0:
         raise InputError(f"--threshold must be a number >= 0, got {threshold}.")
-    with open_model(path, label) as model:
+    for name, bound in (("min_sparsity", min_sparsity), ("max_sparsity", max_sparsity)):
+        if bound is not None and not 0 <= bound <= 1:
+            raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {bound}.")
+    with open_model(os.fspath(path), label) as model:
         selected = select_tensors(model, layers)
-        return _report(model, selected, threshold, show_all, histograms)
+        report = _report(model, selected, threshold, show_all, histograms)
+    report.failures = gate_failures(report, min_sparsity, max_sparsity)
+    return report
 
 
 def select_tensors(model: ModelFile, pattern: str | None) -> list[TensorInfo]:

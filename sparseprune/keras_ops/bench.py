@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from sparseprune.formats import open_model
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.tflite_probe import probe_tflite
 from sparseprune.layers.slots import mac_count
+from sparseprune.schema import JsonResult
 
 TFLITE_MAGIC = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer (its file identifier)
 SEED = 0
@@ -36,6 +38,13 @@ class BenchSpec:
     repeats: int = 50
     warmup: int = 20
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        sizes = self.batch_sizes
+        if isinstance(sizes, int) or not all(isinstance(n, int) for n in sizes):
+            raise InputError(f"'batch_sizes' must be a sequence of integers, got {sizes!r}.")
+        object.__setattr__(self, "batch_sizes", tuple(dict.fromkeys(sizes)))
+        self.check()
 
     def check(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -57,16 +66,38 @@ def is_tflite(path: str) -> bool:
         raise InputError(f"cannot read {path} ({error.strerror or error}).") from None
 
 
-def bench_models(paths: list[str], spec: BenchSpec, unsafe: bool = False) -> dict[str, Any]:
+@dataclass
+class BenchResult(JsonResult):
+    """Settings used, one entry per model (sizes, counts, latency per batch size), B/A ratios."""
+
+    DOCUMENT = "sparseprune.render.bench_output"
+
+    settings: dict[str, Any]
+    models: list[dict[str, Any]] = field(default_factory=list)
+    ratios: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bench_models(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    spec: BenchSpec | None = None,
+    unsafe: bool = False,
+) -> BenchResult:
     """Benchmark each model with the same settings; later models get ratios against the first."""
+    spec = spec or BenchSpec()
     spec.check()
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [os.fspath(path) for path in paths]
+    if not paths:
+        raise InputError("bench needs at least one model file.")
     kinds = [_preflight(path, unsafe) for path in paths]  # refuse bad files before TF starts
     threads = pin_threads(spec.threads)
     results = [
         _bench_one(path, kind, spec, unsafe) for path, kind in zip(paths, kinds, strict=True)
     ]
-    return {
-        "settings": {
+    return BenchResult(
+        settings={
             "batch_sizes": list(spec.batch_sizes),
             "repeats": spec.repeats,
             "warmup": spec.warmup,
@@ -75,9 +106,9 @@ def bench_models(paths: list[str], spec: BenchSpec, unsafe: bool = False) -> dic
             "keras_runner": "concrete tf.function of model(x, training=False) per batch size",
             "tflite_runner": f"{interpreter_runtime()[0]}(num_threads=threads).invoke()",
         },
-        "models": results,
-        "ratios": [ratios(results[0], other) for other in results[1:]],
-    }
+        models=results,
+        ratios=[ratios(results[0], other) for other in results[1:]],
+    )
 
 
 def _preflight(path: str, unsafe: bool) -> str:

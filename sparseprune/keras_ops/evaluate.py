@@ -7,7 +7,8 @@ Data comes from `data.load_split` (no Keras needed); Keras is imported only thro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sparseprune.errors import InputError, describe
 from sparseprune.keras_ops.compile import infer_loss, saved_settings
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.verify import as_array, difference_summary, verification_inputs
+from sparseprune.schema import JsonResult
 
 # Evaluation prefers held-out data: the first pair present wins.
 DEFAULT_BATCH_SIZE = 32
@@ -40,29 +42,49 @@ class CompileSettings:
         }
 
 
+@dataclass
+class EvaluateResult(JsonResult):
+    """Loss and metrics of one model on one split; `compile` says where each setting came from."""
+
+    DOCUMENT = "sparseprune.render.evaluate_output"
+
+    model: str
+    data: str
+    samples: int
+    loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    compile: dict[str, Any] = field(default_factory=dict)
+
+
 def evaluate_model(
-    path: str,
-    data: str | Path,
+    path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     loss: str | None = None,
     metrics: list[str] | None = None,
     unsafe: bool = False,
-) -> dict[str, Any]:
-    """Loss and metrics of `path` on the held-out split of `data` (read before loading Keras)."""
+) -> EvaluateResult:
+    """Loss and metrics of `path` on the held-out split of `data` (read before loading Keras).
+
+    `loss` and `metrics` default to the file's compile settings, else are inferred from the
+    labels; `metrics=[]` evaluates the loss only.
+    """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}.")
+    path = os.fspath(path)
     x, y, label = load_split(data)
     model = load_keras_model(path, unsafe)
     settings = resolve_compile(model, path, y, loss, metrics)
     values = evaluate_loaded(model, settings, x, y, batch_size)
-    return {
-        "model": path,
-        "data": label,
-        "samples": len(x),
-        "loss": values.pop("loss"),
-        "metrics": values,
-        "compile": settings.as_dict(),
-    }
+    return EvaluateResult(
+        model=path,
+        data=label,
+        samples=len(x),
+        loss=values.pop("loss"),
+        metrics=values,
+        compile=settings.as_dict(),
+    )
 
 
 def resolve_compile(

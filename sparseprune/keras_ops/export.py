@@ -13,11 +13,13 @@ import io
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sparseprune.choices import Quantize
 from sparseprune.errors import InputError, describe
 from sparseprune.export.litert import file_kernels, layer_runs, require_sparse_failures
 from sparseprune.formats.atomic import atomic_path, check_output_path
@@ -26,29 +28,50 @@ from sparseprune.formats.tflite import read_tflite
 from sparseprune.keras_ops.bench import is_tflite, make_interpreter
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.verify import as_array
+from sparseprune.schema import JsonResult
 
-QUANTIZE_CHOICES = ("int8", "float16")
 DATA_KEYS = ("x_train", "x")  # calibration wants training-distribution inputs
 CALIBRATION_SAMPLES = 200
 CHECK_SAMPLES = 64
 
 
-def export_tflite(
-    path: str,
-    output: str | Path,
-    quantize: str | None = None,
-    data: str | Path | None = None,
-    force: bool = False,
+@dataclass
+class ExportResult(JsonResult):
+    """Sizes before and after conversion and, with data, the Keras-vs-TFLite output check."""
+
+    DOCUMENT = "sparseprune.render.bench_output"
+
+    model: str
+    output: str
+    quantize: Quantize | None
+    sparsity_optimization: bool
+    input_size: int
+    output_size: int
+    check: dict[str, Any] | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per kernel: sparse in LiteRT?
+    failures: list[str] = field(default_factory=list)  # --require-sparse: kernels run dense
+
+
+def export_model(
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    quantize: Quantize | str | None = None,
+    data: str | os.PathLike[str] | None = None,
     sparsity: bool = True,
+    force: bool = False,
     unsafe: bool = False,
     require_sparse: bool = False,
-) -> dict[str, Any]:
+) -> ExportResult:
     """Convert `path` to TFLite at `output` (atomically) and measure what the conversion did.
 
-    The written flatbuffer is read back: `layers` says per kernel whether LiteRT runs it sparse
-    and why; with `require_sparse`, `failures` lists pruned kernels that would run dense.
+    `sparsity` asks the converter to encode zero-heavy tensors sparsely; `quantize` is int8
+    (calibrated on `data`) or float16. The written flatbuffer is read back: `layers` says per
+    kernel whether LiteRT runs it sparse and why; with `require_sparse`, `failures` lists
+    pruned kernels that would run dense. With `data`, Keras and TFLite outputs are compared.
     """
-    target = Path(output)
+    path, target = os.fspath(path), Path(output)
+    quantize = None if quantize is None else Quantize.parse(quantize, "quantize")
     samples, data_label = _check_request(path, target, quantize, data, force, unsafe)
     model = load_keras_model(path, unsafe)
     if samples is not None:
@@ -57,36 +80,31 @@ def export_tflite(
     with atomic_path(target, force=force, inputs=(path,)) as temp:
         temp.write_bytes(content)
     rows = layer_runs(read_tflite(content, str(target)), file_kernels(path), sparsity)
-    result: dict[str, Any] = {
-        "model": path,
-        "output": str(target),
-        "quantize": quantize,
-        "sparsity_optimization": sparsity,
-        "input_size": os.path.getsize(path),
-        "output_size": len(content),
-        "check": None,
-        "layers": [row.to_dict() for row in rows],
-        "failures": require_sparse_failures(rows) if require_sparse else [],
-    }
+    result = ExportResult(
+        model=path,
+        output=str(target),
+        quantize=quantize,
+        sparsity_optimization=sparsity,
+        input_size=os.path.getsize(path),
+        output_size=len(content),
+        layers=[row.to_dict() for row in rows],
+        failures=require_sparse_failures(rows) if require_sparse else [],
+    )
     if samples is not None:
-        result["check"] = {"data": data_label, **compare_outputs(model, content, samples)}
+        result.check = {"data": data_label, **compare_outputs(model, content, samples)}
     return result
 
 
 def _check_request(
     path: str,
     target: Path,
-    quantize: str | None,
+    quantize: Quantize | None,
     data: str | Path | None,
     force: bool,
     unsafe: bool,
 ) -> tuple[np.ndarray | None, str | None]:
     """Every refusal happens here, before TensorFlow is imported (a fast, clear exit 2)."""
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise InputError(
-            f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, not {quantize}."
-        )
-    if quantize == "int8" and data is None:
+    if quantize is Quantize.INT8 and data is None:
         raise InputError(
             "--quantize int8 needs --data FILE.npz (x_train or x) to calibrate activation ranges."
         )
@@ -131,7 +149,7 @@ def fit_inputs(model: Any, x: np.ndarray, label: str | None) -> np.ndarray:
 
 
 def convert(
-    model: Any, quantize: str | None, samples: np.ndarray | None, sparsity: bool = True
+    model: Any, quantize: Quantize | None, samples: np.ndarray | None, sparsity: bool = True
 ) -> bytes:
     """TFLite flatbuffer bytes; falls back to a SavedModel export if from_keras_model fails."""
     import tensorflow as tf
@@ -156,7 +174,7 @@ def convert(
 
 
 def _run_converter(
-    converter: Any, quantize: str | None, samples: np.ndarray | None, sparsity: bool
+    converter: Any, quantize: Quantize | None, samples: np.ndarray | None, sparsity: bool
 ) -> bytes:
     import tensorflow as tf
 
@@ -164,9 +182,9 @@ def _run_converter(
     if sparsity:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
-    if quantize == "float16":
+    if quantize is Quantize.FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8" and samples is not None:
+    if quantize is Quantize.INT8 and samples is not None:
         calibration = samples[:CALIBRATION_SAMPLES]
         converter.representative_dataset = lambda: ([row[None]] for row in calibration)
     with _quiet_stdout():  # the converter prints "Saved artifact at ..." on stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from sparseprune.keras_ops.bench import (
 from sparseprune.keras_ops.export import convert
 from sparseprune.keras_ops.loading import load_keras_model
 from sparseprune.keras_ops.verify import as_array
+from sparseprune.schema import JsonResult
 
 BASELINE = "tf.function"  # the compiled Keras call every other path is compared with
 PATHS = ("keras.predict", "keras.predict_on_batch", "tf.function", "litert.dense", "litert.sparse")
@@ -49,7 +51,23 @@ NO_GAIN = (
 )
 
 
-def bench_serving(path: str, spec: BenchSpec, unsafe: bool = False) -> dict[str, Any]:
+@dataclass
+class ServingResult(JsonResult):
+    """One model through every serving path: latency per path and batch size, ratios, verdict."""
+
+    DOCUMENT = "sparseprune.render.bench_output"
+
+    model: str
+    settings: dict[str, Any]
+    paths: dict[str, str]
+    baseline: str
+    tflite_sizes: dict[str, int]
+    layers: list[dict[str, Any]]
+    batches: list[dict[str, Any]]
+    verdict: str | None
+
+
+def bench_serving(path: str, spec: BenchSpec, unsafe: bool = False) -> ServingResult:
     """Time every serving path of one Keras model per batch size; ratios to the compiled call."""
     spec.check()
     kind = _preflight(path, unsafe)
@@ -66,9 +84,9 @@ def bench_serving(path: str, spec: BenchSpec, unsafe: bool = False) -> dict[str,
     runners = _runners(model, dense, sparse, spec.threads)
     batches = [_time_batch(runners, batch, spec, model) for batch in spec.batch_sizes]
     runs_sparse = any(row.runs == "sparse" for row in rows)
-    return {
-        "model": path,
-        "settings": {
+    return ServingResult(
+        model=path,
+        settings={
             "batch_sizes": list(spec.batch_sizes),
             "repeats": spec.repeats,
             "warmup": spec.warmup,
@@ -76,13 +94,13 @@ def bench_serving(path: str, spec: BenchSpec, unsafe: bool = False) -> dict[str,
             "timer": "time.perf_counter, paths interleaved call by call",
             "litert_runtime": interpreter_runtime()[0],
         },
-        "paths": {name: DESCRIPTIONS[name] for name in PATHS},
-        "baseline": BASELINE,
-        "tflite_sizes": {"litert.dense": len(dense), "litert.sparse": len(sparse)},
-        "layers": [row.to_dict() for row in rows],
-        "batches": batches,
-        "verdict": None if runs_sparse else NO_GAIN,
-    }
+        paths={name: DESCRIPTIONS[name] for name in PATHS},
+        baseline=BASELINE,
+        tflite_sizes={"litert.dense": len(dense), "litert.sparse": len(sparse)},
+        layers=[row.to_dict() for row in rows],
+        batches=batches,
+        verdict=None if runs_sparse else NO_GAIN,
+    )
 
 
 Runner = Callable[[np.ndarray], np.ndarray]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparseprune.choices import TensorMethod
 from sparseprune.formats import ModelFile, TensorInfo
 from sparseprune.numeric.masks import (
     GlobalCut,
@@ -26,7 +27,6 @@ from sparseprune.numeric.masks import (
 )
 from sparseprune.prune.recipes import PruneSpec
 
-BLOCK_METHODS = ("blocks", "global_blocks")
 CONV_REASON = (
     "{cls} kernels are not block-pruned: nothing runs block-sparse convolutions on x86 "
     "(use --structure units, then shrink, to make a CNN faster)"
@@ -88,10 +88,10 @@ def apply_blocks(
 ) -> int:
     """Zero the tensor's chosen blocks in place; returns how many blocks were chosen."""
     block = spec.block or (1, 1)
-    if method == "blocks":
+    if method is TensorMethod.BLOCKS:
         scores = block_scores(_float(values), block, spec.block_pooling)
         chosen = smallest_positions(scores, prune_count(scores.size, target or 0.0))
-    elif method == "global_blocks" and pool is not None:
+    elif method is TensorMethod.GLOBAL_BLOCKS and pool is not None:
         chosen = pool.chosen(path)
     else:
         return 0

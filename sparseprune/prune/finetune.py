@@ -11,11 +11,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from sparseprune.choices import Structure, TensorMethod, TrainMethod
 from sparseprune.errors import InputError
 from sparseprune.numeric.schedule import TrainSpec
 from sparseprune.prune.plan import Plan, mask_rules
-
-METHODS = ("mask", "tfmot")
 
 
 @dataclass
@@ -42,14 +41,13 @@ class Training:
 def run_training(
     source: str,
     plan: Plan,
-    method: str,
+    method: TrainMethod | str,
     train: TrainSpec | None,
     unsafe: bool,
     on_epoch: Callable[[dict], None] | None,
 ) -> Training:
-    if method not in METHODS:
-        raise InputError(f"--method must be mask or tfmot, got {method!r}.")
-    if method == "mask":
+    method = TrainMethod.parse(method, "method")
+    if method is TrainMethod.MASK:
         if train is None:
             raise InputError("training with --method mask needs --data and --epochs.")
         from sparseprune.keras_ops.mask_trainer import finetune_with_masks
@@ -75,12 +73,12 @@ def _run_tfmot(
     unsafe: bool,
     on_epoch: Callable[[dict], None] | None,
 ) -> Training:
-    if plan.spec.structure == "units":
+    if plan.spec.structure is Structure.UNITS:
         raise InputError("--structure units needs --method mask (TFMOT prunes single weights).")
     if (
         plan.pooled
         or plan.block_pooled
-        or any(p.method in ("mask", "threshold") for p in plan.pruned)
+        or any(p.method in (TensorMethod.MASK, TensorMethod.THRESHOLD) for p in plan.pruned)
     ):
         raise InputError(
             "--method tfmot prunes each tensor to its own target (layer scope, per-layer "
@@ -91,7 +89,11 @@ def _run_tfmot(
 
     from sparseprune.keras_ops.tfmot.client import run_tfmot
 
-    targets = {p.tensor.name: p.target for p in plan.pruned if p.method in ("target", "blocks")}
+    targets = {
+        p.tensor.name: p.target
+        for p in plan.pruned
+        if p.method in (TensorMethod.TARGET, TensorMethod.BLOCKS)
+    }
     if plan.spec.pattern is not None:
         targets = {p.tensor.name: 0.0 for p in plan.pruned}
     with tempfile.TemporaryDirectory(prefix="sparseprune-tfmot-") as scratch:
@@ -108,7 +110,7 @@ def _run_tfmot(
         )
     metrics = result.metrics
     return Training(
-        "tfmot",
+        TrainMethod.TFMOT,
         result.weights,
         metrics.get("before", {}),
         metrics.get("after", {}),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparseprune.choices import Scope, Structure, TensorMethod
 from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile, TensorInfo
 from sparseprune.formats.npz import read_npz
@@ -23,9 +24,7 @@ class TensorPlan:
     """What happens to one tensor. `method` is None for tensors left exactly as they are."""
 
     tensor: TensorInfo
-    # "target" | "global" | "threshold" | "pattern" | "mask" | "units" | "global_units"
-    # | "blocks" | "global_blocks"
-    method: str | None = None
+    method: TensorMethod | None = None
     target: float | None = None
     cap: float | None = None
     mask: np.ndarray | None = None
@@ -44,7 +43,7 @@ class Plan:
     @property
     def pooled(self) -> list[TensorPlan]:
         """Tensors that share one global threshold."""
-        return [p for p in self.tensors if p.method == "global"]
+        return [p for p in self.tensors if p.method is TensorMethod.GLOBAL]
 
     def global_prune_count(self) -> int:
         total = sum(p.tensor.params for p in self.pooled)
@@ -59,7 +58,7 @@ class Plan:
     @property
     def unit_pooled(self) -> list[TensorPlan]:
         """Unit kernels ranked together (global scope, structure units)."""
-        return [p for p in self.tensors if p.method == "global_units"]
+        return [p for p in self.tensors if p.method is TensorMethod.GLOBAL_UNITS]
 
     def global_unit_count(self) -> int:
         """Units to remove over the pool: TFMOT's round rule on the pooled unit count."""
@@ -76,7 +75,7 @@ class Plan:
     @property
     def block_pooled(self) -> list[TensorPlan]:
         """Kernels whose blocks are ranked together (global scope, --block)."""
-        return [p for p in self.tensors if p.method == "global_blocks"]
+        return [p for p in self.tensors if p.method is TensorMethod.GLOBAL_BLOCKS]
 
     def global_block_count(self) -> int:
         """Blocks to zero over the pool: TFMOT's round rule on the pooled block count."""
@@ -108,7 +107,7 @@ def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:
     selected = _selected(tensors, spec)
     _check_rule_names(model, spec)
     masks = _load_masks(spec.mask, tensors) if spec.mask else {}
-    outputs = _output_layers(model) if spec.structure == "units" else set()
+    outputs = _output_layers(model) if spec.structure is Structure.UNITS else set()
     plans = []
     for tensor in tensors:
         plan = TensorPlan(tensor)
@@ -120,10 +119,10 @@ def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:
             )
             if reason:
                 plan.skip_reason = reason
-            elif spec.structure == "units":
-                _assign_target(plan, spec, "units", "global_units")
+            elif spec.structure is Structure.UNITS:
+                _assign_target(plan, spec, TensorMethod.UNITS, TensorMethod.GLOBAL_UNITS)
             elif spec.block is not None:
-                _assign_target(plan, spec, "blocks", "global_blocks")
+                _assign_target(plan, spec, TensorMethod.BLOCKS, TensorMethod.GLOBAL_BLOCKS)
             else:
                 _assign(plan, spec, masks)
         plans.append(plan)
@@ -178,7 +177,7 @@ def _output_layers(model: ModelFile) -> set[str]:
 
 def _not_unit_prunable(tensor: TensorInfo, spec: PruneSpec, outputs: set[str]) -> str | None:
     """Structure units prunes the output-unit kernels of the classes shrink can remove."""
-    if spec.structure != "units":
+    if spec.structure is not Structure.UNITS:
         return None
     if UNIT_KERNELS.get(tensor.layer_class or "") != tensor.role:
         return f"{tensor.layer_class or '?'} {tensor.role} has no output units to remove"
@@ -187,12 +186,14 @@ def _not_unit_prunable(tensor: TensorInfo, spec: PruneSpec, outputs: set[str]) -
     return None
 
 
-def _assign_target(plan: TensorPlan, spec: PruneSpec, own: str, pooled: str) -> None:
+def _assign_target(
+    plan: TensorPlan, spec: PruneSpec, own: TensorMethod, pooled: TensorMethod
+) -> None:
     """A per-layer or layer-scope target gives method `own`; global scope joins the `pooled`
     ranking. Per-layer `max_sparsity` caps either."""
     rule = spec.rule(plan.tensor.layer)
     plan.cap = rule.max_sparsity
-    if rule.target is not None or (spec.target is not None and spec.scope == "layer"):
+    if rule.target is not None or (spec.target is not None and spec.scope is Scope.LAYER):
         target = rule.target if rule.target is not None else spec.target
         plan.target = min(target, rule.max_sparsity) if rule.max_sparsity is not None else target
         plan.method = own
@@ -205,7 +206,10 @@ def _assign(plan: TensorPlan, spec: PruneSpec, masks: dict[str, np.ndarray]) -> 
     tensor = plan.tensor
     if spec.mask is not None:
         plan.mask = masks.get(tensor.path)
-        plan.method = "mask" if plan.mask is not None else ("threshold" if spec.threshold else None)
+        if plan.mask is not None:
+            plan.method = TensorMethod.MASK
+        elif spec.threshold:
+            plan.method = TensorMethod.THRESHOLD
         return
     if spec.pattern is not None:
         zeros, group = spec.pattern
@@ -214,11 +218,11 @@ def _assign(plan: TensorPlan, spec: PruneSpec, masks: dict[str, np.ndarray]) -> 
                 f"input-channel axis is not a multiple of {group} for {zeros}:{group}"
             )
             return
-        plan.method = "pattern"
+        plan.method = TensorMethod.PATTERN
         return
-    _assign_target(plan, spec, "target", "global")
+    _assign_target(plan, spec, TensorMethod.TARGET, TensorMethod.GLOBAL)
     if plan.method is None and spec.threshold is not None:
-        plan.method = "threshold"
+        plan.method = TensorMethod.THRESHOLD
 
 
 def _load_masks(path: str, tensors: list[TensorInfo]) -> dict[str, np.ndarray]:

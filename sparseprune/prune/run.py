@@ -5,6 +5,7 @@ Every figure in the result is measured by reading the written file back.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparseprune.choices import BLOCK_METHODS, UNIT_METHODS, Structure, TensorMethod, TrainMethod
 from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile, TensorInfo, open_model
 from sparseprune.formats.atomic import atomic_path, check_output_path
@@ -34,6 +36,7 @@ from sparseprune.prune import blocks, structured
 from sparseprune.prune.finetune import run_training
 from sparseprune.prune.plan import Plan, TensorPlan, make_plan
 from sparseprune.prune.recipes import PruneSpec
+from sparseprune.schema import JsonResult
 
 SUFFIX_FORMATS = {
     ".keras": (FORMAT_KERAS,),
@@ -46,7 +49,7 @@ SUFFIX_FORMATS = {
 @dataclass
 class TensorOutcome:
     tensor: TensorInfo
-    method: str | None
+    method: TensorMethod | None
     target: float | None
     zeros_before: int
     zeros_after: int = 0
@@ -60,7 +63,9 @@ class TensorOutcome:
 
 
 @dataclass
-class PruneResult:
+class PruneResult(JsonResult):
+    DOCUMENT = "sparseprune.render.prune_output"
+
     input: str
     output: str
     format: str
@@ -92,29 +97,56 @@ def output_suffix(path: str, label: str) -> str:
 
 
 def prune_model(
-    source: str | Path,
-    output: str | Path,
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     spec: PruneSpec,
+    *,
     force: bool = False,
+    method: TrainMethod | str = TrainMethod.MASK,
+    train: TrainSpec | None = None,
+    verify: bool = False,
+    data: str | os.PathLike[str] | None = None,
+    unsafe: bool = False,
     label: str | None = None,
     out_label: str | None = None,
     on_tensor: Callable[[TensorInfo], None] | None = None,
-    method: str = "mask",
-    train: TrainSpec | None = None,
-    unsafe: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> PruneResult:
     """Prune `source` into `output` (written atomically). Raises InputError on bad input.
 
     One-shot on the file by default. With `train` (or `method="tfmot"`) the weights come from a
     training-aware prune in Keras and are written back into the input's layout the same way.
+    `verify` compares input and output predictions with Keras (inputs from `data`, else
+    random); a file Keras could only load by running its code is refused before writing
+    unless `unsafe`. Failed checks are listed in `result.failures` (the CLI exits 1).
+    `label`/`out_label` name the files in messages; `on_tensor`/`on_epoch` report progress.
     """
+    if not isinstance(spec, PruneSpec):
+        raise InputError(f"prune_model needs a PruneSpec, got {type(spec).__name__}.")
+    spec.validate()
     source, target = Path(source), Path(output)
+    method = TrainMethod.parse(method, "method")
     check_output_path(target, force, (source,))
+    if verify:  # refuse before writing anything, without importing Keras
+        from sparseprune.keras_ops.loading import check_loadable
+
+        check_loadable(str(source), unsafe)
+        if data is not None:
+            from sparseprune.keras_ops.verify import verification_data
+
+            verification_data(Path(data))
     job = _Job(source, spec, label, out_label, on_tensor, method, train, unsafe, on_epoch)
-    if spec.structure == "units":
-        return _prune_units(job, target, force)
-    return _prune_to(job, target, force)
+    if spec.structure is Structure.UNITS:
+        result = _prune_units(job, target, force)
+    else:
+        result = _prune_to(job, target, force)
+    if verify:
+        from sparseprune.keras_ops.verify import verify_outputs
+
+        result.verification = verify_outputs(
+            str(source), str(target), None if data is None else Path(data), unsafe
+        )
+    return result
 
 
 @dataclass(frozen=True)
@@ -126,7 +158,7 @@ class _Job:
     label: str | None
     out_label: str | None
     on_tensor: Callable[[TensorInfo], None] | None
-    method: str
+    method: TrainMethod
     train: TrainSpec | None
     unsafe: bool
     on_epoch: Callable[[dict], None] | None
@@ -159,7 +191,7 @@ def _prune_to(job: _Job, target: Path, force: bool) -> PruneResult:
         plan = make_plan(model, spec)
         outcomes = {p.tensor.path: _outcome(p) for p in plan.tensors}
         training = None
-        if train is not None or method != "mask":
+        if train is not None or method is not TrainMethod.MASK:
             training = run_training(str(source), plan, method, train, job.unsafe, job.on_epoch)
             transform = _trained_transform(plan, outcomes, training.weights)
         else:
@@ -253,22 +285,22 @@ def _transform(
             return None
         values = _prepared(plan, np.array(values, copy=True))
         prepared_zeros = int(np.count_nonzero(values == 0))
-        if item.method == "target":
+        if item.method is TensorMethod.TARGET:
             count = prune_count(values.size, item.target or 0.0)
             zero_smallest(values, count)
             outcome.expected_zeros = max(count, prepared_zeros)
-        elif item.method == "global" and selection is not None:
+        elif item.method is TensorMethod.GLOBAL and selection is not None:
             apply_global_cut(values, pool_index[tensor.path], selection)
-        elif item.method == "pattern" and plan.spec.pattern is not None:
+        elif item.method is TensorMethod.PATTERN and plan.spec.pattern is not None:
             zeros, group = plan.spec.pattern
             n_of_m(values, zeros, group, axis=-2)
-        elif item.method == "mask" and item.mask is not None:
+        elif item.method is TensorMethod.MASK and item.mask is not None:
             zero_by_mask(values, item.mask)
-        elif item.method == "threshold":
+        elif item.method is TensorMethod.THRESHOLD:
             outcome.expected_zeros = prepared_zeros
-        elif item.method in structured.UNIT_METHODS:
+        elif item.method in UNIT_METHODS:
             outcome.units_pruned = structured.apply_units(item, values, pool)
-        elif item.method in blocks.BLOCK_METHODS:
+        elif item.method in BLOCK_METHODS:
             outcome.blocks_pruned = blocks.apply_blocks(
                 item.method, tensor.path, values, item.target, plan.spec, block_pool
             )
@@ -290,11 +322,11 @@ def _trained_transform(plan: Plan, outcomes: dict[str, TensorOutcome], weights: 
                 f"training returned {tensor.name} with shape {trained.shape}, "
                 f"the file has {values.shape}."
             )
-        if item.method == "target" and item.target is not None:
+        if item.method is TensorMethod.TARGET and item.target is not None:
             outcome.expected_zeros = prune_count(values.size, item.target)
-        if item.method == "units" and item.target is not None:
+        if item.method is TensorMethod.UNITS and item.target is not None:
             outcome.units_pruned = prune_count(values.shape[-1], item.target)
-        if item.method == "blocks" and item.target is not None:
+        if item.method is TensorMethod.BLOCKS and item.target is not None:
             outcome.blocks_pruned = prune_count(plan.blocks_of(item), item.target)
         trained = trained.astype(values.dtype, copy=True)
         trained[trained == 0] = (
@@ -330,9 +362,9 @@ def _measure_and_verify(
                 values.size, values.size - outcome.zeros_after, values.dtype.itemsize * 8
             )
             item = by_name[tensor.name]
-            if item.method in structured.UNIT_METHODS:
+            if item.method in UNIT_METHODS:
                 outcome.units_zero_after = structured.zero_units_count(values)
-            if item.method in blocks.BLOCK_METHODS and plan.spec.block is not None:
+            if item.method in BLOCK_METHODS and plan.spec.block is not None:
                 found, total = zero_blocks(values, plan.spec.block)
                 outcome.blocks_zero_after, outcome.blocks_total = found, total
             if trained and item.method is None:
@@ -367,14 +399,18 @@ def _check_tensor(
         return [] if same else [f"{name} was not to be pruned but changed."]
     if outcome.expected_zeros is not None and outcome.zeros_after != outcome.expected_zeros:
         return [f"{name}: expected {outcome.expected_zeros} zeros, found {outcome.zeros_after}."]
-    if item.method == "pattern" and plan.spec.pattern is not None:
+    if item.method is TensorMethod.PATTERN and plan.spec.pattern is not None:
         zeros, group = plan.spec.pattern
         groups = np.moveaxis(values, -2, -1).reshape(-1, group)
         if (np.count_nonzero(groups == 0, axis=1) < zeros).any():
             return [f"{name}: a group of {group} has fewer than {zeros} zeros."]
-    if item.method == "mask" and item.mask is not None and (values[item.mask == 0] != 0).any():
+    if (
+        item.method is TensorMethod.MASK
+        and item.mask is not None
+        and (values[item.mask == 0] != 0).any()
+    ):
         return [f"{name}: a masked weight is not zero."]
-    if item.method in blocks.BLOCK_METHODS and plan.spec.block is not None:
+    if item.method in BLOCK_METHODS and plan.spec.block is not None:
         return blocks.check_blocks(name, outcome.blocks_pruned, values, plan.spec.block)
     return structured.check_units(name, outcome.units_pruned, values)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparseprune.choices import UNIT_METHODS, TensorMethod, TrainMethod
 from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile, open_model
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS
@@ -34,13 +35,12 @@ from sparseprune.shrink.graph import Group, build_graph, build_groups, channel_s
 from sparseprune.shrink.shapes import input_shapes
 from sparseprune.shrink.shrinking import ShrinkResult, shrink_model
 
-UNIT_METHODS = ("units", "global_units")
 SHRINK_SUFFIXES = {FORMAT_KERAS: (".keras",), FORMAT_H5: (".h5", ".hdf5")}
 
 
-def check_request(model: ModelFile, target: Path, method: str) -> None:
+def check_request(model: ModelFile, target: Path, method: TrainMethod) -> None:
     """Refuse, before any pruning or training, what the shrink step could not finish."""
-    if method != "mask":
+    if method is not TrainMethod.MASK:
         raise InputError(
             "--structure units zeroes whole units with native masks; use --method mask "
             "(TFMOT prunes single weights only)."
@@ -90,7 +90,7 @@ def coupled_units(model: ModelFile, plan: Plan) -> dict[str, np.ndarray]:
     member at once, as Torch-Pruning prunes a dependency group. Chosen one layer at a time, the
     members would lose different channels, every tied channel would stay alive in some member,
     and shrink could remove none of them."""
-    items = {p.tensor.layer: p for p in plan.tensors if p.method == "units"}
+    items = {p.tensor.layer: p for p in plan.tensors if p.method is TensorMethod.UNITS}
     if len(items) < 2 or model.config is None:
         return {}
     try:
@@ -146,12 +146,12 @@ def _unit_count(model: ModelFile, layer: str, items: dict) -> int | None:
 
 def apply_units(item: TensorPlan, values: np.ndarray, pool: UnitPool | None) -> int:
     """Zero the tensor's chosen units in place; returns how many units were chosen."""
-    if item.method == "units" and pool is not None and item.tensor.path in pool.coupled:
+    if item.method is TensorMethod.UNITS and pool is not None and item.tensor.path in pool.coupled:
         return zero_units(values, columns(values.shape, pool.coupled[item.tensor.path]))
-    if item.method == "units":
+    if item.method is TensorMethod.UNITS:
         count = prune_count(values.shape[-1], item.target or 0.0)
         return zero_units(values, unit_positions(values, count))
-    if item.method == "global_units" and pool is not None:
+    if item.method is TensorMethod.GLOBAL_UNITS and pool is not None:
         return zero_units(values, pool.positions(item, values))
     return 0
 

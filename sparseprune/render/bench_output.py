@@ -1,22 +1,73 @@
-"""`bench` and `export` results as JSON (schema_version 1) and as rich tables. Computes nothing."""
+"""`bench` and `export` results: JSON documents, CSV/Markdown rows, rich tables (no math)."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sparseprune.render.evaluate_output import finite
+from sparseprune.keras_ops.bench import BenchResult
+from sparseprune.keras_ops.export import ExportResult
+from sparseprune.keras_ops.serving import ServingResult
+from sparseprune.render.sizes import size_change
+from sparseprune.render.tabular import Rows
 
-SCHEMA_VERSION = 1
+COUNT_KEYS = ("file_size", "params", "nonzero_params", "macs", "macs_nonzero")
+LATENCY_KEYS = ("batch_size", "median_ms", "p90_ms", "spread", "throughput")
+CHECK_KEYS = ("samples", "max_abs_diff", "mean_abs_diff", "top1_agreement")
 
 
-def to_json(result: dict[str, Any]) -> str:
-    document = {"schema_version": SCHEMA_VERSION, **result}
-    return json.dumps(finite(document), indent=2, allow_nan=False)
+def document(result: BenchResult | ExportResult | ServingResult) -> dict[str, Any]:
+    return asdict(result)
+
+
+def rows(result: BenchResult) -> Rows:
+    """One row per model and batch size: counts repeated, then that batch's latency."""
+    table = [
+        (
+            model["path"],
+            model["format"],
+            *(model[k] for k in COUNT_KEYS),
+            *(t[k] for k in LATENCY_KEYS),
+        )
+        for model in result.models
+        for t in model["latency"]
+    ]
+    return Rows(("model", "format", *COUNT_KEYS, *LATENCY_KEYS), table)
+
+
+def serving_rows(result: ServingResult) -> Rows:
+    """One row per serving path and batch size."""
+    columns = ("path", "batch_size", "median_ms", "p90_ms", "speedup_vs_baseline", "max_abs_diff")
+    return Rows(
+        columns,
+        [
+            (
+                name,
+                batch["batch_size"],
+                batch["paths"][name]["median_ms"],
+                batch["paths"][name]["p90_ms"],
+                batch["speedup_vs_baseline"][name],
+                batch["paths"][name]["max_abs_diff"],
+            )
+            for batch in result.batches
+            for name in result.paths
+        ],
+    )
+
+
+def export_rows(result: ExportResult) -> Rows:
+    """One row: the conversion, its sizes and (with --data) the output check."""
+    check = result.check or {}
+    columns = ("model", "output", "quantize", "sparsity_optimization", "input_size")
+    values = (result.model, result.output, result.quantize, result.sparsity_optimization)
+    return Rows(
+        (*columns, "output_size", *CHECK_KEYS),
+        [(*values, result.input_size, result.output_size, *(check.get(k) for k in CHECK_KEYS))],
+    )
 
 
 def _count(value: int | None) -> str:
@@ -27,13 +78,13 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}x"
 
 
-def print_bench(console: Console, result: dict[str, Any]) -> None:
+def print_bench(console: Console, result: BenchResult) -> None:
     """One table of sizes and counts, one of latency per batch size, then ratios to model A."""
-    console.print(_counts_table(result["models"]))
-    console.print(_latency_table(result["models"]))
-    for ratio in result["ratios"]:
+    console.print(_counts_table(result.models))
+    console.print(_latency_table(result.models))
+    for ratio in result.ratios:
         console.print(_ratio_line(ratio))
-    settings = result["settings"]
+    settings = result.settings
     threads = settings["threads"]
     console.print(
         f"[dim]{settings['repeats']} timed runs after {settings['warmup']} warm-up per batch size; "
@@ -92,21 +143,18 @@ def _ratio_line(ratio: dict[str, Any]) -> str:
     )
 
 
-def print_export(console: Console, result: dict[str, Any]) -> None:
+def print_export(console: Console, result: ExportResult) -> None:
     """Sizes before and after, the optimizations used, and the Keras-vs-TFLite check."""
-    options = ["sparsity" if result["sparsity_optimization"] else "no sparsity"]
-    if result["quantize"]:
-        options.append(result["quantize"])
-    before, after = result["input_size"], result["output_size"]
+    options = ["sparsity" if result.sparsity_optimization else "no sparsity"]
+    if result.quantize:
+        options.append(str(result.quantize))
     console.print(
-        f"{escape(result['model'])} -> {escape(result['output'])}  ({', '.join(options)})\n"
-        f"size: {before:,} -> {after:,} bytes ({after / before:.3f}x the input)"
+        f"{escape(result.model)} -> {escape(result.output)}  ({', '.join(options)})\n"
+        f"size: {size_change(result.input_size, result.output_size)}"
     )
-    if result.get("layers"):
-        console.print(layer_runs_table(result["layers"]))
-    for failure in result.get("failures", []):
-        console.print(f"[bold red]check failed:[/] {escape(failure)}")
-    check = result["check"]
+    if result.layers:
+        console.print(layer_runs_table(result.layers))
+    check = result.check
     if check is None:
         console.print("[dim]outputs not compared (pass --data to compare Keras and TFLite)[/]")
         return
@@ -143,8 +191,9 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def print_serving(console: Console, result: dict[str, Any]) -> None:
+def print_serving(console: Console, serving: ServingResult) -> None:
     """Median latency per serving path and batch size, speed-ups against the compiled call."""
+    result = asdict(serving)
     table = Table(title=escape(f"{result['model']}: serving paths"), title_justify="left")
     table.add_column("path")
     for batch in result["batches"]:

@@ -1,8 +1,7 @@
-"""A comparison of two models as JSON (schema_version 1) and as rich tables."""
+"""A comparison of two models: the JSON document, the rows of CSV/Markdown, rich tables."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich.console import Console
@@ -11,17 +10,15 @@ from rich.table import Table
 
 from sparseprune.compare.comparison import Comparison, LayerPair, prunable_counts
 from sparseprune.inspect.inspection import LayerReport, ModelReport
-from sparseprune.render.evaluate_output import finite
+from sparseprune.render.sizes import size_change
+from sparseprune.render.tabular import Rows
 
-SCHEMA_VERSION = 1
 ABSENT = "-"
 
 
-def comparison_dict(
-    comparison: Comparison, max_drop: float | None, failures: list[str]
-) -> dict[str, Any]:
+def document(comparison: Comparison) -> dict[str, Any]:
+    failures = comparison.failures
     return {
-        "schema_version": SCHEMA_VERSION,
         "a": _model_dict(comparison.a),
         "b": _model_dict(comparison.b),
         "threshold": comparison.a.threshold,
@@ -31,13 +28,21 @@ def comparison_dict(
         "data": comparison.data,
         "compile": comparison.compile,
         "metrics": {m.name: {"a": m.a, "b": m.b, "delta": m.delta} for m in comparison.metrics},
-        "checks": {"max_drop": max_drop, "passed": not failures, "failures": failures},
+        "checks": {"max_drop": comparison.max_drop, "passed": not failures, "failures": failures},
     }
 
 
-def to_json(comparison: Comparison, max_drop: float | None, failures: list[str]) -> str:
-    document = finite(comparison_dict(comparison, max_drop, failures))
-    return json.dumps(document, indent=2, allow_nan=False)
+def rows(comparison: Comparison) -> Rows:
+    """One row per layer with prunable weights in either model; a missing side is empty."""
+    columns = ("layer", "class", "a_params", "a_near_zero", "a_sparsity")
+    columns += ("b_params", "b_near_zero", "b_sparsity", "delta")
+    table = []
+    for pair in comparison.layers:
+        a, b = _side_dict(pair.a), _side_dict(pair.b)
+        sides = [(s["params"], s["near_zero"], s["sparsity"]) if s else (None,) * 3 for s in (a, b)]
+        delta = b["sparsity"] - a["sparsity"] if a and b else None
+        table.append((pair.name, pair.class_name, *sides[0], *sides[1], delta))
+    return Rows(columns, table)
 
 
 def _model_dict(report: ModelReport) -> dict[str, Any]:
@@ -72,12 +77,7 @@ def _side_dict(layer: LayerReport | None) -> dict[str, Any] | None:
 
 def print_comparison(console: Console, comparison: Comparison) -> None:
     console.print(sparsity_table(comparison))
-    a, b = comparison.a, comparison.b
-    ratio = comparison.size_ratio
-    console.print(
-        f"size: {a.file_size:,} -> {b.file_size:,} bytes"
-        + (f" ({ratio:.2f}x smaller)" if ratio else "")
-    )
+    console.print(f"size: {size_change(comparison.a.file_size, comparison.b.file_size)}")
     console.print(escape(outputs_sentence(comparison.outputs)))
     if comparison.metrics:
         console.print(escape(f"metrics on {comparison.data}:"))

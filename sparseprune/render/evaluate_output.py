@@ -1,45 +1,42 @@
-"""Evaluation results as JSON (schema_version 1) and as a rich table."""
+"""Evaluation results: the JSON document, the rows of CSV/Markdown, and a rich table."""
 
 from __future__ import annotations
 
-import json
-import math
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-SCHEMA_VERSION = 1
+from sparseprune.keras_ops.evaluate import EvaluateResult
+from sparseprune.render.tabular import Rows
 
 
-def to_json(result: dict[str, Any]) -> str:
-    document = {"schema_version": SCHEMA_VERSION, **result}
-    return json.dumps(finite(document), indent=2, allow_nan=False)
+def document(result: EvaluateResult) -> dict[str, Any]:
+    return asdict(result)
 
 
-def finite(value: Any) -> Any:
-    """NaN/Inf (a diverged model's loss) become null: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite(item) for item in value]
-    return value
+def rows(result: EvaluateResult) -> Rows:
+    """One row per value: the loss first, then each metric."""
+    values = {"loss": result.loss, **result.metrics}
+    return Rows(
+        ("model", "data", "samples", "metric", "value"),
+        [(result.model, result.data, result.samples, k, v) for k, v in values.items()],
+    )
 
 
-def print_result(console: Console, result: dict[str, Any]) -> None:
-    heading = f"{escape(result['model'])} on {escape(result['data'])}"
-    console.print(f"{heading}  [dim]({result['samples']:,} samples)[/]")
+def print_result(console: Console, result: EvaluateResult) -> None:
+    heading = f"{escape(result.model)} on {escape(result.data)}"
+    console.print(f"{heading}  [dim]({result.samples:,} samples)[/]")
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("loss", f"{result['loss']:.4f}")
-    for name, value in result["metrics"].items():
+    table.add_row("loss", f"{result.loss:.4f}")
+    for name, value in result.metrics.items():
         table.add_row(escape(name), f"{value:.4f}")
     console.print(table)
-    console.print(f"[dim]{escape(compile_sentence(result['compile']))}[/]")
+    console.print(f"[dim]{escape(compile_sentence(result.compile))}[/]")
 
 
 def compile_sentence(settings: dict[str, Any]) -> str:

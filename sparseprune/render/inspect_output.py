@@ -1,16 +1,14 @@
-"""Machine and text formats of an inspect report: JSON (schema_version 1), CSV and Markdown."""
+"""Machine and text formats of inspect reports: the JSON document, CSV and Markdown."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
+from sparseprune import schema
 from sparseprune.inspect.inspection import ModelReport, WeightReport
 from sparseprune.numeric.stats import TensorStats
-
-SCHEMA_VERSION = 1
 
 
 def weight_dict(weight: WeightReport) -> dict[str, Any]:
@@ -46,7 +44,7 @@ def litert_dict(stats: TensorStats) -> dict[str, Any] | None:
     }
 
 
-def model_dict(report: ModelReport, failures: list[str] | None = None) -> dict[str, Any]:
+def model_dict(report: ModelReport) -> dict[str, Any]:
     totals = report.totals
     return {
         "path": report.path,
@@ -73,19 +71,18 @@ def model_dict(report: ModelReport, failures: list[str] | None = None) -> dict[s
         },
         "optimizer": {"tensors": report.optimizer_tensors, "params": report.optimizer_params},
         "flags": report.flags,
-        "failures": failures or [],
+        "failures": report.failures,
     }
 
 
-def to_json(
-    reports: list[ModelReport], failures: dict[str, list[str]], errors: list[dict[str, str]]
-) -> str:
-    document = {
-        "schema_version": SCHEMA_VERSION,
-        "models": [model_dict(r, failures.get(r.path)) for r in reports],
-        "errors": errors,
-    }
-    return json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
+def document(report: ModelReport) -> dict[str, Any]:
+    """One report as the same document `inspect --json` prints for one file."""
+    return {"models": [model_dict(report)], "errors": []}
+
+
+def to_json(reports: list[ModelReport], errors: list[dict[str, str]]) -> str:
+    """Every model inspected, and one {path, error} per file that could not be read."""
+    return schema.dumps({"models": [model_dict(r) for r in reports], "errors": errors})
 
 
 CSV_COLUMNS = [
@@ -137,7 +134,7 @@ def to_csv(reports: list[ModelReport]) -> str:
     return buffer.getvalue()
 
 
-def to_markdown(reports: list[ModelReport], failures: dict[str, list[str]]) -> str:
+def to_markdown(reports: list[ModelReport]) -> str:
     lines: list[str] = []
     for report in reports:
         totals = report.totals
@@ -163,7 +160,7 @@ def to_markdown(reports: list[ModelReport], failures: dict[str, list[str]]) -> s
             f"{totals.sparsity:.2%} | |",
             "",
         ]
-        lines += [f"- :x: {failure}" for failure in failures.get(report.path, [])]
+        lines += [f"- :x: {failure}" for failure in report.failures]
         lines += [f"- :warning: {text}" for text in flag_sentences(report)]
         lines.append("")
     return "\n".join(lines)

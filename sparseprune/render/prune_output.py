@@ -1,8 +1,7 @@
-"""Prune results as JSON (schema_version 1) and as a rich table."""
+"""Prune results: the JSON document, the rows of CSV/Markdown, and a rich table."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich.console import Console
@@ -10,13 +9,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from sparseprune.prune import PruneResult
+from sparseprune.render.sizes import size_change
+from sparseprune.render.tabular import Rows
 
-SCHEMA_VERSION = 1
 
-
-def result_dict(result: PruneResult) -> dict[str, Any]:
+def document(result: PruneResult) -> dict[str, Any]:
     return {
-        "schema_version": SCHEMA_VERSION,
         "input": {"path": result.input, "format": result.format, "size": result.input_size},
         "output": {"path": result.output, "size": result.output_size},
         "size_ratio": result.input_size / result.output_size if result.output_size else None,
@@ -54,8 +52,28 @@ def result_dict(result: PruneResult) -> dict[str, Any]:
     }
 
 
-def to_json(result: PruneResult) -> str:
-    return json.dumps(result_dict(result), indent=2)
+def rows(result: PruneResult) -> Rows:
+    """One row per pruned tensor, the table's columns at full precision."""
+    columns = ("tensor", "layer", "role", "method", "shape", "params", "target")
+    columns += ("zeros_before", "zeros_after", "sparsity")
+    return Rows(
+        columns,
+        [
+            (
+                t.tensor.name,
+                t.tensor.layer,
+                t.tensor.role,
+                t.method,
+                t.tensor.shape,
+                t.tensor.params,
+                t.target,
+                t.zeros_before,
+                t.zeros_after,
+                t.zeros_after / t.tensor.params if t.tensor.params else 0.0,
+            )
+            for t in result.pruned
+        ],
+    )
 
 
 def print_result(console: Console, result: PruneResult) -> None:
@@ -85,9 +103,8 @@ def print_result(console: Console, result: PruneResult) -> None:
                 f"{escape(t.tensor.name)}: {t.blocks_zero_after:,} of {t.blocks_total:,} blocks "
                 f"all zero ({(t.blocks_zero_after or 0) / t.blocks_total:.1%})"
             )
-    ratio = result.input_size / result.output_size if result.output_size else 0
     console.print(
-        f"size: {result.input_size:,} -> {result.output_size:,} bytes ({ratio:.2f}x smaller); "
+        f"size: {size_change(result.input_size, result.output_size)}; "
         f"information bound {round(result.bound_bytes):,} bytes; optimizer state {result.optimizer}"
     )
     if result.verification:
@@ -100,8 +117,6 @@ def print_result(console: Console, result: PruneResult) -> None:
         console.print(training_line(result.training))
     if result.shrink:
         console.print(shrink_line(result.shrink))
-    for failure in result.failures:
-        console.print(f"[bold red]check failed:[/] {escape(failure)}")
 
 
 def shrink_line(shrink: dict) -> str:

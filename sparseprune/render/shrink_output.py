@@ -1,17 +1,16 @@
-"""Shrink results as JSON (schema_version 1) and as a rich table. Computes nothing."""
+"""Shrink results: the JSON document, the rows of CSV/Markdown, a rich table. Computes nothing."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sparseprune.render.sizes import size_change
+from sparseprune.render.tabular import Rows
 from sparseprune.shrink.shrinking import LayerShrink, ShrinkResult
-
-SCHEMA_VERSION = 1
 
 
 def layer_dict(layer: LayerShrink) -> dict[str, Any]:
@@ -29,9 +28,8 @@ def layer_dict(layer: LayerShrink) -> dict[str, Any]:
     }
 
 
-def result_dict(result: ShrinkResult) -> dict[str, Any]:
+def document(result: ShrinkResult) -> dict[str, Any]:
     return {
-        "schema_version": SCHEMA_VERSION,
         "input": {"path": result.input, "format": result.format, "size": result.input_size},
         "output": {"path": result.output, "size": result.output_size},
         "threshold": result.threshold,
@@ -44,8 +42,33 @@ def result_dict(result: ShrinkResult) -> dict[str, Any]:
     }
 
 
-def to_json(result: ShrinkResult) -> str:
-    return json.dumps(result_dict(result), indent=2)
+def rows(result: ShrinkResult) -> Rows:
+    """One row per layer with units; `kept_because` joins the skip reasons."""
+    columns = ("layer", "class", "units_before", "units_after", "dead", "unused")
+    columns += ("params_before", "params_after", "macs_before", "macs_after", "kept_because")
+    return Rows(
+        columns,
+        [
+            (
+                layer.name,
+                layer.class_name,
+                layer.units_before,
+                layer.units_after,
+                layer.dead,
+                layer.unused,
+                layer.params_before,
+                layer.params_after,
+                layer.macs_before,
+                layer.macs_after,
+                _reasons(layer),
+            )
+            for layer in result.layers
+        ],
+    )
+
+
+def _reasons(layer: LayerShrink) -> str:
+    return "; ".join(f"{n}: {r}" if n else r for r, n in layer.skipped.items())
 
 
 def _pair(before: int | None, after: int | None) -> str:
@@ -62,7 +85,7 @@ def print_result(console: Console, result: ShrinkResult) -> None:
         table.add_column(column, justify="right")
     table.add_column("kept because")
     for layer in result.layers:
-        reasons = "; ".join(f"{n}: {r}" if n else r for r, n in layer.skipped.items())
+        reasons = _reasons(layer)
         table.add_row(
             escape(layer.name),
             escape(layer.class_name),
@@ -80,8 +103,9 @@ def print_result(console: Console, result: ShrinkResult) -> None:
     console.print(
         f"units {_pair(totals['units_before'], totals['units_after'])}, params "
         f"{_pair(totals['params_before'], totals['params_after'])}, MACs "
-        f"{_pair(totals['macs_before'], totals['macs_after'])}; size {result.input_size:,} -> "
-        f"{result.output_size:,} bytes; optimizer state and compile settings dropped"
+        f"{_pair(totals['macs_before'], totals['macs_after'])}; size "
+        f"{size_change(result.input_size, result.output_size)}; optimizer state and compile "
+        "settings dropped"
     )
     if result.verification:
         v = result.verification
@@ -89,5 +113,3 @@ def print_result(console: Console, result: ShrinkResult) -> None:
             f"verify: max |Δ| {v['max_abs_diff']:.3g}, mean |Δ| {v['mean_abs_diff']:.3g} "
             f"on {v['samples']} {escape(str(v['inputs']))} inputs"
         )
-    for failure in result.failures:
-        console.print(f"[bold red]check failed:[/] {escape(failure)}")

@@ -1,22 +1,20 @@
-"""Strip results as JSON (schema_version 1) and as a rich table."""
+"""Strip results: the JSON document, the rows of CSV/Markdown, and a rich table."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sparseprune.render.sizes import size_change
+from sparseprune.render.tabular import Rows
 from sparseprune.strip.stripping import StripResult
 
-SCHEMA_VERSION = 1
 
-
-def result_dict(result: StripResult) -> dict[str, Any]:
+def document(result: StripResult) -> dict[str, Any]:
     return {
-        "schema_version": SCHEMA_VERSION,
         "input": {"path": result.input, "format": result.format, "size": result.input_size},
         "output": {"path": result.output, "size": result.output_size},
         "layers": [
@@ -43,8 +41,27 @@ def result_dict(result: StripResult) -> dict[str, Any]:
     }
 
 
-def to_json(result: StripResult) -> str:
-    return json.dumps(result_dict(result), indent=2)
+def rows(result: StripResult) -> Rows:
+    """One row per folded weight (a wrapper without prunable weights gets none)."""
+    columns = ("wrapper", "layer", "class", "weight", "shape", "params", "masked", "zeros")
+    return Rows(
+        (*columns, "sparsity"),
+        [
+            (
+                layer.wrapper,
+                layer.layer,
+                layer.layer_class,
+                w.name,
+                w.shape,
+                w.params,
+                w.masked,
+                w.zeros,
+                w.zeros / w.params if w.params else 0.0,
+            )
+            for layer in result.layers
+            for w in layer.weights
+        ],
+    )
 
 
 def print_result(console: Console, result: StripResult) -> None:
@@ -70,8 +87,6 @@ def print_result(console: Console, result: StripResult) -> None:
     console.print(table)
     console.print(
         f"unwrapped {len(result.layers)} layers, dropped {result.dropped_variables} wrapper "
-        f"variables (mask, threshold, pruning_step); size: {result.input_size:,} -> "
-        f"{result.output_size:,} bytes"
+        f"variables (mask, threshold, pruning_step); size: "
+        f"{size_change(result.input_size, result.output_size)}"
     )
-    for failure in result.failures:
-        console.print(f"[bold red]check failed:[/] {escape(failure)}")

@@ -11,6 +11,7 @@ anything the tables do not cover is skipped with its reason. No TensorFlow impor
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from sparseprune.layers.channels import CHANNEL_FACTS, PRODUCERS
 from sparseprune.layers.slots import mac_count
 from sparseprune.layers.table import MODEL_CLASSES
 from sparseprune.numeric.stats import DEFAULT_THRESHOLD
+from sparseprune.schema import JsonResult
 from sparseprune.shrink.graph import (
     Graph,
     Group,
@@ -38,6 +40,8 @@ from sparseprune.shrink.shapes import conv_output, input_shapes, resize_config
 from sparseprune.shrink.write import write_shrunk
 
 MAX_PASSES = 16
+# Removing only dead or unused units changes outputs by float rounding, nothing more.
+DEFAULT_TOLERANCE = 1e-5
 SUFFIXES = {FORMAT_KERAS: (".keras",), FORMAT_H5: (".h5", ".hdf5")}
 
 
@@ -59,8 +63,10 @@ class LayerShrink:
 
 
 @dataclass
-class ShrinkResult:
+class ShrinkResult(JsonResult):
     """Everything `shrink` reports; figures are from the arrays written and re-read."""
+
+    DOCUMENT = "sparseprune.render.shrink_output"
 
     input: str
     format: str
@@ -88,14 +94,56 @@ class ShrinkResult:
 
 
 def shrink_model(
-    source: str,
-    target: Path,
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
     threshold: float = DEFAULT_THRESHOLD,
     force: bool = False,
+    verify: bool = False,
+    data: str | os.PathLike[str] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    unsafe: bool = False,
     label: str | None = None,
 ) -> ShrinkResult:
-    """Plan and apply the shrink, write `target` in the input's format, re-read and check it."""
-    label = label or source
+    """Plan and apply the shrink, write `output` in the input's format, re-read and check it.
+
+    `verify` runs both models in Keras on the same inputs (`data`, else random) and adds a
+    failure when max |Δ| is above `tolerance`; a file Keras could only load by running its
+    code is refused before anything is written unless `unsafe`.
+    """
+    source, target = os.fspath(source), Path(output)
+    if not threshold >= 0:
+        raise InputError(f"'threshold' must be a number >= 0, got {threshold}.")
+    if not tolerance >= 0:
+        raise InputError(f"'tolerance' must be a number >= 0, got {tolerance}.")
+    if verify:  # refuse before writing anything, without importing Keras
+        from sparseprune.keras_ops.loading import check_loadable
+
+        check_loadable(source, unsafe)
+    result = _shrink(source, target, threshold, force, label or source)
+    if verify:
+        _verify(result, source, target, data, tolerance, unsafe)
+    return result
+
+
+def _verify(
+    result: ShrinkResult,
+    source: str,
+    target: Path,
+    data: str | os.PathLike[str] | None,
+    tolerance: float,
+    unsafe: bool,
+) -> None:
+    from sparseprune.keras_ops.verify import verify_outputs
+
+    inputs = None if data is None else Path(data)
+    result.verification = verify_outputs(source, str(target), inputs, unsafe)
+    worst = result.verification["max_abs_diff"]
+    if not worst <= tolerance:
+        result.failures.append(f"max |Δ| {worst:.3g} is above --tolerance {tolerance}")
+
+
+def _shrink(source: str, target: Path, threshold: float, force: bool, label: str) -> ShrinkResult:
     check_output_path(target, force, (Path(source),))
     with open_model(source, label) as model:
         _check_supported(model, target)

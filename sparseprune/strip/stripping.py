@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.formats.h5safe import read_array
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS
 from sparseprune.formats.tfmot_unwrap import WRAPPER_CLASS, Fold, Wrapper, fold_mask, write_stripped
+from sparseprune.schema import JsonResult
 
 SUFFIXES = {FORMAT_KERAS: (".keras",), FORMAT_H5: (".h5", ".hdf5")}
 
@@ -52,7 +54,9 @@ class UnwrappedLayer:
 
 
 @dataclass
-class StripResult:
+class StripResult(JsonResult):
+    DOCUMENT = "sparseprune.render.strip_output"
+
     input: str
     output: str
     format: str
@@ -68,8 +72,9 @@ class StripResult:
 
 
 def strip_model(
-    source: str | Path,
-    output: str | Path,
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
     force: bool = False,
     label: str | None = None,
     out_label: str | None = None,

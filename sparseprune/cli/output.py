@@ -1,0 +1,86 @@
+"""One output contract for every command: --format table|json|csv|markdown, --json, --json-file.
+
+A command hands its result (which has `to_json()`) and its `Renderer` (the rich table and the
+rows of CSV/Markdown from `render/`) to `emit`, which prints the chosen format and writes the
+JSON document to --json-file through the one publish path of every output
+(`formats.atomic.write_text_output`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from sparseprune.choices import OutputFormat
+from sparseprune.cli.common import stderr, stdout
+from sparseprune.formats.atomic import check_output_path, write_text_output
+from sparseprune.render.tabular import Rows, to_csv, to_markdown
+from sparseprune.streams import STDIN
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """How one command's result looks: a rich table, and its main table as rows."""
+
+    table: Callable[[Console, Any], None]
+    rows: Callable[[Any], Rows] | None = None
+    csv: Callable[[Any], str] | None = None  # instead of rows, for a layout of its own
+    markdown: Callable[[Any], str] | None = None
+
+    def as_csv(self, result: Any) -> str:
+        return self.csv(result) if self.csv else to_csv(self._rows(result))
+
+    def as_markdown(self, result: Any) -> str:
+        return self.markdown(result) if self.markdown else to_markdown(self._rows(result))
+
+    def _rows(self, result: Any) -> Rows:
+        assert self.rows is not None, "a renderer has rows or its own csv and markdown"
+        return self.rows(result)
+
+
+@dataclass(frozen=True)
+class Output:
+    """The output options as given: the format (--json wins) and the --json-file target."""
+
+    format: OutputFormat = OutputFormat.TABLE
+    json_file: Path | None = None
+    force: bool = False
+    inputs: tuple[str | Path, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        fmt: OutputFormat,
+        as_json: bool,
+        json_file: Path | None,
+        force: bool = False,
+        inputs: Iterable[str | Path] = (),
+        others: Iterable[tuple[str, Path]] = (),
+    ) -> Output:
+        """The options, with a bad --json-file (an input, another output of the command, an
+        existing file without --force, no folder) refused now, before any work is done."""
+        inputs = tuple(str(p) for p in inputs if str(p) != STDIN)
+        output = cls(OutputFormat.JSON if as_json else fmt, json_file, force, inputs)
+        if json_file is not None:
+            check_output_path(json_file, force, inputs, others)
+        return output
+
+
+def emit(result: Any, renderer: Renderer, output: Output, to_stderr: bool = False) -> None:
+    """Print `result` in the chosen format (on stderr when stdout carries a model file)."""
+    if output.json_file is not None:
+        text = result.to_json() + "\n"
+        write_text_output(output.json_file, text, force=output.force, inputs=output.inputs)
+    console = stderr if to_stderr else stdout
+    printers: dict[OutputFormat, Callable[[], None]] = {
+        OutputFormat.JSON: lambda: typer.echo(result.to_json(), err=to_stderr),
+        OutputFormat.CSV: lambda: typer.echo(renderer.as_csv(result), nl=False, err=to_stderr),
+        OutputFormat.MARKDOWN: lambda: typer.echo(renderer.as_markdown(result), err=to_stderr),
+        OutputFormat.TABLE: lambda: renderer.table(console, result),
+    }
+    printers[output.format]()
