@@ -477,8 +477,14 @@ def test_export_json_file(keras_runs: dict) -> None:
 # NaN weights: the verification differences are NaN, and the JSON must still be valid
 
 
-@pytest.mark.parametrize("command", ["prune", "shrink"])
-def test_json_is_valid_for_a_model_with_nan_weights(keras_runs: dict, command: str) -> None:
+@pytest.mark.parametrize(("command", "code"), [("prune", 0), ("shrink", 1)])
+def test_json_is_valid_for_a_model_with_nan_weights(
+    keras_runs: dict, command: str, code: int
+) -> None:
+    """prune --verify reports the difference; shrink --verify also fails its tolerance (exit 1)."""
     assert keras_runs["nan_outputs"], "precondition: the model predicts NaN"
-    document = strict_json(stdout_of(keras_runs, f"nan/{command}"))
+    run = keras_runs["runs"][f"nan/{command}"]
+    assert run["code"] == code, (run["stderr"][-2000:], run["exception"])
+    document = strict_json(run["stdout"])
     assert document["verification"]["max_abs_diff"] is None
+    assert document["checks"]["passed"] is (code == 0)
