@@ -19,6 +19,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from sparseprune.cli import app
+from sparseprune.keras_ops.serving import ServingResult
 from sparseprune.render.bench_output import print_serving
 
 runner = CliRunner()
@@ -85,7 +86,8 @@ def test_verdict_names_what_would_help(runs: dict) -> None:
     assert {r["runs"] for r in random["layers"]} == {"densified"}
     assert "--block 4x1" in random["verdict"] and "shrink" in random["verdict"]
     console = Console(record=True, width=200)
-    print_serving(console, random)
+    fields = {k: v for k, v in random.items() if k != "schema_version"}
+    print_serving(console, ServingResult(**fields))
     text = " ".join(console.export_text().split())
     assert "tf.function" in text and "cannot speed up" in text and "densified" in text
 
