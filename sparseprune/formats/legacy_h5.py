@@ -110,10 +110,23 @@ def _owner(layer_name: str, node: LayerTree | None, weight_name: str) -> LayerIn
         parts = weight_name.split("/")
         if parts[0] == layer_name and len(parts) > 2:
             parts = parts[1:]
-        inner = node.child_named(parts[0]) if len(parts) > 1 else None
+        inner = _child_or_wrapper(node, parts[0]) if len(parts) > 1 else None
         if inner is not None:
             return inner.info
     return node.info
+
+
+def _child_or_wrapper(node: LayerTree, name: str) -> LayerTree | None:
+    """The child layer `name`, or the TFMOT wrapper around it (tf_keras scopes a wrapped
+    layer's weights by the inner layer's name)."""
+    found = node.child_named(name)
+    if found is not None:
+        return found
+    for child in node.children:
+        inner = child.info.config.get("layer")
+        if isinstance(inner, dict) and (inner.get("config") or {}).get("name") == name:
+            return child
+    return None
 
 
 def string_list_attr(group: h5py.Group, name: str, label: str) -> list[str]:

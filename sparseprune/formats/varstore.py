@@ -92,6 +92,7 @@ def _describe_vars(
         dataset = vars_group[index]
         slot = found[position] if found else None
         role = slot.role if slot else _fallback_role(subpath, index)
+        tensor_kind: TensorKind = "state" if slot and slot.alias else kind
         tensors.append(
             TensorInfo(
                 path=f"{'/'.join(path)}/vars/{index}".lstrip("/"),
@@ -100,7 +101,7 @@ def _describe_vars(
                 role=role,
                 shape=tuple(int(d) for d in dataset.shape),
                 dtype=str(dataset.dtype),
-                kind=kind,
+                kind=tensor_kind,
                 prunable=bool(slot and slot.prunable),
             )
         )

@@ -28,6 +28,7 @@ class Slot:
     trainable: bool
     prunable: bool
     optional: bool = False  # inside a part that may be absent
+    alias: str | None = None  # a second saved copy of this role's variable (not a weight)
 
 
 def _present(flag: str | None, config: dict) -> bool:
@@ -86,6 +87,8 @@ def _walk(
     table = LAYERS.get(layer_class or "")
     if table is None or depth > MAX_DEPTH:
         return None
+    if table.pruning_wrapper:
+        return _wrapper_slots(table, config, subpath, prefix, keras2, optional, depth)
     trainable = config.get("trainable", True) is not False
     mine = prunable if prunable is not None else table.prunable
     found = [
@@ -122,6 +125,37 @@ def _walk(
     return found
 
 
+def _wrapper_slots(
+    table: Layer,
+    config: dict,
+    subpath: tuple[str, ...],
+    prefix: str,
+    keras2: bool,
+    optional: bool,
+    depth: int,
+) -> list[Slot] | None:
+    """TFMOT's PruneLowMagnitude: the wrapped layer's variables (in `layer/`), then its own:
+    a copy of each prunable weight (tf_keras `.keras` only), a mask and threshold for each,
+    and `pruning_step`."""
+    part = table.parts["layer"]
+    located = _part(part, config)
+    if located is None:
+        return None
+    inner = _walk(*located, (*subpath, "layer"), prefix, keras2, None, optional, depth + 1)
+    if inner is None:
+        return None
+    pruned = [s for s in inner if s.prunable]
+    own: list[Slot] = []
+    for i, slot in enumerate(pruned):
+        own.append(Slot(f"{slot.role}:copy", subpath, i, False, False, optional, slot.role))
+    for i, _ in enumerate(pruned):
+        suffix = "" if i == 0 else f"_{i}"
+        for role in ("mask", "threshold"):
+            own.append(Slot(prefix + role + suffix, subpath, len(own), False, False, optional))
+    own.append(Slot(prefix + "pruning_step", subpath, len(own), False, False, optional))
+    return inner + own
+
+
 def _inner_prunable(table: Layer, part: Part) -> frozenset[str]:
     """A non-delegating layer names its parts' prunable roles itself (MHA: `query/kernel`)."""
     head = f"{part.prefix}/" if part.prefix else ""
@@ -153,6 +187,7 @@ def legacy_slots(
     found = slots(layer_class, config, keras2)
     if found is None:
         return None
+    found = [s for s in found if s.alias is None]  # copies exist in tf_keras `.keras` only
     for candidate in (found, [s for s in found if not s.optional]):
         if len(candidate) == count:
             return legacy_order(candidate)

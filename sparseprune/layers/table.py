@@ -24,6 +24,9 @@ Adding a layer class is one row in `LAYERS` plus tests. A row (`Layer`) says:
 - `shrink`: the name of its handler in shrink (None: shrink does not rewrite it).
 - `twin`: how the TFMOT bridge rebuilds it in tf_keras (`Twin`), None if it cannot.
 - `keras2_roles`: roles tf_keras (Keras 2) names differently.
+- `pruning_wrapper`: TFMOT's PruneLowMagnitude: the inner layer's variables, then per prunable
+  weight a `mask` and `threshold`, then `pruning_step`; tf_keras `.keras` files also save a copy
+  of each prunable weight among the wrapper's own variables (not counted: Keras does not).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class Layer:
     shrink: str | None = None
     twin: Twin | None = None
     keras2_roles: Mapping[str, str] = field(default_factory=dict)
+    pruning_wrapper: bool = False
 
 
 # --- shared pieces of rows -------------------------------------------------------------------
@@ -264,6 +268,10 @@ LAYERS: dict[str, Layer] = {
         delegate=True,
     ),
     "TimeDistributed": Layer(parts={"layer": Part(None, "", config_key="layer")}, delegate=True),
+    # TFMOT's wrapper, as saved by tf_keras (a TFMOT-pruned model saved before strip_pruning).
+    "PruneLowMagnitude": Layer(
+        parts={"layer": Part(None, "", config_key="layer")}, delegate=True, pruning_wrapper=True
+    ),
     # keras_hub layers (random-init backbones; presets need downloads).
     "ReversibleEmbedding": Layer((("embeddings", None),), prunable=frozenset({"embeddings"})),
     "PositionEmbedding": Layer((("embeddings", None),)),
