@@ -55,8 +55,16 @@ def check_convertible(model: ModelFile, target_format: str) -> None:
         )
     if not (model.writer or "").startswith("3."):
         raise InputError(
-            f"{model.path} was written by Keras {model.writer or '(unknown)'}; only files "
-            "written by Keras 3 can be converted between .keras and .h5."
+            f"{model.path} was written by Keras {model.writer or '(unknown)'} (tf_keras), whose "
+            "layouts differ from Keras 3's; only files written by Keras 3 are converted between "
+            ".keras and .h5 (load it with tf_keras and save it in the other format), so give -o "
+            "the input's suffix."
+        )
+    if model.tree is not None and not model.tree.children and model.model_tensors:
+        raise InputError(
+            f"the config of {model.tree.info.class_name} in {model.path} lists no layers (it "
+            "builds them in code, as keras_hub models do), so the other format's layer order "
+            "cannot be told; nothing was written. Give -o the input's suffix."
         )
     located = tensor_slots(model)
     for tensor in model.model_tensors:
@@ -64,7 +72,7 @@ def check_convertible(model: ModelFile, target_format: str) -> None:
             raise InputError(
                 f"layer '{tensor.layer}' ({tensor.layer_class or 'unknown class'}) is not in "
                 "sparseprune's layer table, so where its variables go in the other format "
-                "cannot be told; nothing was written. Keep the input's format."
+                "cannot be told; nothing was written. Give -o the input's suffix."
             )
     _ = target_format
 

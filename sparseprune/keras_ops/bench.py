@@ -19,6 +19,7 @@ import numpy as np
 
 from sparseprune.errors import InputError
 from sparseprune.formats import open_model
+from sparseprune.keras_ops.inputs import synthetic_inputs
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.tflite_probe import probe_tflite
 from sparseprune.layers.slots import mac_count
@@ -193,11 +194,7 @@ class _KerasRunner(_Runner):
     def inputs(self, batch: int) -> Any:
         import tensorflow as tf
 
-        rng = np.random.default_rng(SEED)
-        arrays = [
-            _random(rng, [batch, *tuple(t.shape)[1:]], str(t.dtype)) for t in self.model.inputs
-        ]
-        inputs = arrays[0] if len(arrays) == 1 else arrays
+        inputs = synthetic_inputs(self.model, batch, SEED)
         specs = tf.nest.map_structure(lambda a: tf.TensorSpec(a.shape, a.dtype), inputs)
         self.concrete = self.function.get_concrete_function(specs)
         return inputs

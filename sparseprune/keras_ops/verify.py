@@ -8,6 +8,7 @@ import numpy as np
 
 from sparseprune.errors import InputError
 from sparseprune.formats.npz import npz_keys, read_npz
+from sparseprune.keras_ops.inputs import synthetic_inputs
 from sparseprune.keras_ops.loading import load_keras_model
 
 SAMPLES = 64
@@ -18,7 +19,8 @@ DATA_KEYS = ("x_val", "x_test", "x", "x_train")
 def verify_outputs(
     source: str, written: str, data: Path | None = None, unsafe: bool = False
 ) -> dict:
-    """Max and mean |Δ| of the two models' outputs (seeded random inputs, or `data`)."""
+    """Max and mean |Δ| of the two models' outputs (seeded inputs built from the model's own
+    input specs, or `data`)."""
     before = load_keras_model(source, unsafe)
     after = load_keras_model(written, unsafe)
     inputs, kind = verification_inputs(before, data)
@@ -54,17 +56,7 @@ def verification_data(data: Path) -> tuple[np.ndarray, str]:
 def verification_inputs(model, data: Path | None):
     if data is not None:
         return verification_data(data)
-    rng = np.random.default_rng(SEED)
-    arrays = [_random_input(rng, tensor) for tensor in model.inputs]
-    return (arrays[0] if len(arrays) == 1 else arrays), "random"
-
-
-def _random_input(rng: np.random.Generator, tensor) -> np.ndarray:
-    shape = [SAMPLES] + [d if d is not None else 8 for d in tuple(tensor.shape)[1:]]
-    dtype = str(getattr(tensor, "dtype", "float32"))
-    if "int" in dtype:
-        return rng.integers(0, 8, size=shape).astype(dtype.split(".")[-1].replace("'>", ""))
-    return rng.normal(size=shape).astype(np.float32)
+    return synthetic_inputs(model, SAMPLES, SEED), "random"
 
 
 def as_array(output) -> np.ndarray:

@@ -129,8 +129,23 @@ def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:
     if not any(p.method for p in plans):
         reasons = sorted({p.skip_reason for p in plans if p.skip_reason and p.tensor.prunable})
         why = f" ({reasons[0]})" if reasons else ""
-        raise InputError(f"no tensor is selected for pruning{why}; check --layers/--exclude.")
+        hint = _selection_hint(spec, any(p.tensor.prunable for p in plans))
+        raise InputError(f"no tensor is selected for pruning{why}{hint}.")
     return Plan(spec, plans)
+
+
+def _selection_hint(spec: PruneSpec, any_prunable: bool) -> str:
+    """What to try next, naming only the selection options that were given."""
+    given = [f"--{name} '{value}'" for name, value in (("layers", spec.layers),
+             ("exclude", spec.exclude)) if value is not None]  # fmt: skip
+    if given:
+        return f"; check {' and '.join(given)}"
+    if any_prunable:
+        return ""
+    return (
+        "; the model has no weights TFMOT prunes by default (--include-unknown also prunes "
+        "rank >= 2 tensors of classes sparseprune does not know)"
+    )
 
 
 def _selected(tensors: list[TensorInfo], spec: PruneSpec) -> set[str]:

@@ -236,16 +236,9 @@ def sample_inputs(model: Any, count: int, data: np.ndarray | None, seed: int = 0
     """Inputs to compare the two models on: the first rows of `data`, else seeded noise."""
     if data is not None and len(model.inputs) == 1:
         return data[:count]
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for tensor in model.inputs:
-        shape = [count] + [d if d is not None else 8 for d in tuple(tensor.shape)[1:]]
-        dtype = np.dtype(getattr(tensor.dtype, "name", tensor.dtype))  # tf.DType or str
-        if np.issubdtype(dtype, np.integer):
-            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
-        else:
-            arrays.append(rng.normal(size=shape).astype(np.float32))
-    return _single(arrays)
+    from sparseprune.keras_ops.inputs import synthetic_inputs
+
+    return synthetic_inputs(model, count, seed)
 
 
 @dataclass(frozen=True)
