@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from sparseprune.layers.channels import CHANNEL_FACTS
 from sparseprune.layers.slots import is_prunable, legacy_slots, mac_count, slots
-from sparseprune.layers.table import LAYERS, classes_with
+from sparseprune.layers.table import LAYERS, MODEL_CLASSES
 
 LSTM = {"class_name": "LSTM", "config": {"units": 4, "use_bias": True}}
 
@@ -21,12 +22,14 @@ def test_every_row_is_consistent(name: str) -> None:
     own = {role for role, _ in row.variables}
     assert row.non_trainable <= own
     if row.unit_kernel:
-        assert row.unit_kernel in own and row.units_key
+        assert row.unit_kernel in own
     assert set(row.macs) <= own
     if not row.delegate:
         assert row.prunable <= set(roles), f"{name}: prunable roles it does not save"
-    if row.channels == "produce":
-        assert row.units_key and row.unit_kernel
+    if row.channels is not None and row.channels.kind == "produce":
+        assert row.channels.units_key and row.channels.kernel in own
+        if row.channels.out_axis == -1:  # dead units are counted on the last axis
+            assert row.unit_kernel == row.channels.kernel
 
 
 def test_attention_names_match_keras_variable_paths() -> None:
@@ -104,11 +107,7 @@ def test_one_mac_formula() -> None:
     assert mac_count("Dense", {"bias": 3}, 4) is None
 
 
-def test_channel_classes_are_disjoint() -> None:
-    kinds = ("produce", "spatial", "elementwise", "affine", "merge", "concat", "flatten")
-    seen: set[str] = set()
-    for kind in kinds:
-        found = classes_with(kind)
-        assert not (found & seen)
-        seen |= found
-    assert {"Dense", "Conv2D"} <= classes_with("produce")
+def test_shrink_facts_are_rows_of_the_one_table() -> None:
+    assert set(CHANNEL_FACTS) - MODEL_CLASSES <= set(LAYERS)
+    assert all(LAYERS[c].channels is CHANNEL_FACTS[c] for c in CHANNEL_FACTS if c in LAYERS)
+    assert LAYERS["Dense"].channels.kind == "produce"

@@ -16,12 +16,11 @@ Adding a layer class is one row in `LAYERS` plus tests. A row (`Layer`) says:
   a part's roles are prunable when the part's own row says so (wrappers, keras_hub blocks).
 - `non_trainable`: roles Keras keeps out of `trainable_weights` (legacy `.h5` lists them last).
 - `unit_kernel`: the kernel whose last axis is the layer's output units (dead-unit counting).
-- `units_key`: the config key of that unit count (`units`, `filters`).
-- `channels`: how a channel passes through for shrink's channel graph: produce (a weighted
-  producer and consumer of channels), spatial (per channel, no weights), elementwise, affine
-  (one weight per channel), merge (elementwise over inputs), concat, flatten; None stops the walk.
+- `channels`: how channels pass through it for `shrink` (`layers/channels.py`'s `ChannelFacts`:
+  kind produce/consume/pass/merge/concat/flatten/reshape/stop, the unit-count config key, kernel
+  axes, its shrink handler name, per-channel weights, the stop reason). Shrink's facts are kept
+  in that file's `CHANNEL_FACTS` and joined into these rows below, so they are one table.
 - `macs`: kernels whose size x output positions are the layer's multiply-accumulates.
-- `shrink`: the name of its handler in shrink (None: shrink does not rewrite it).
 - `twin`: how the TFMOT bridge rebuilds it in tf_keras (`Twin`), None if it cannot.
 - `keras2_roles`: roles tf_keras (Keras 2) names differently.
 - `pruning_wrapper`: TFMOT's PruneLowMagnitude: the inner layer's variables, then per prunable
@@ -33,8 +32,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from sparseprune.layers.channels import CHANNEL_FACTS, ChannelFacts
 
 # A variable is (role, config flag that must hold for it to exist, or None).
 Variable = tuple[str, "str | None"]
@@ -81,10 +82,8 @@ class Layer:
     delegate: bool = False
     non_trainable: frozenset[str] = frozenset()
     unit_kernel: str | None = None
-    units_key: str | None = None
-    channels: str | None = None
+    channels: ChannelFacts | None = None
     macs: tuple[str, ...] = ()
-    shrink: str | None = None
     twin: Twin | None = None
     keras2_roles: Mapping[str, str] = field(default_factory=dict)
     pruning_wrapper: bool = False
@@ -107,17 +106,8 @@ _POOL_TWIN = Twin(_POOL_KEYS)
 _GLOBAL_POOL_TWIN = Twin(("data_format", "keepdims"))
 
 
-def _conv(twin: Twin | None = _CONV_TWIN, produce: bool = True) -> Layer:
-    return Layer(
-        _BIASED,
-        prunable=_KERNEL,
-        unit_kernel="kernel",
-        units_key="filters",
-        channels="produce" if produce else None,
-        macs=("kernel",) if produce else (),
-        shrink="units" if produce else None,
-        twin=twin,
-    )
+def _conv(twin: Twin | None = _CONV_TWIN) -> Layer:
+    return Layer(_BIASED, prunable=_KERNEL, unit_kernel="kernel", macs=("kernel",), twin=twin)
 
 
 def _transpose(twin: Twin | None = None) -> Layer:
@@ -133,7 +123,6 @@ def _separable() -> Layer:
         (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias")),
         prunable=frozenset({"pointwise_kernel"}),
         unit_kernel="pointwise_kernel",
-        units_key="filters",
         macs=("depthwise_kernel", "pointwise_kernel"),
         twin=_SEPARABLE_TWIN,
     )
@@ -153,8 +142,8 @@ def _mha(query: str = "query_dense") -> Layer:
     return Layer(parts=parts, prunable=frozenset(f"{name}/kernel" for name, _ in names))
 
 
-def _weightless(channels: str | None = None, twin: Twin | None = None) -> Layer:
-    return Layer(channels=channels, twin=twin)
+def _weightless(twin: Twin | None = None) -> Layer:
+    return Layer(twin=twin)
 
 
 def _block(*parts: tuple[str, str, str], optional: tuple[str, ...] = ()) -> Layer:
@@ -203,10 +192,7 @@ LAYERS: dict[str, Layer] = {
         _BIASED,
         prunable=_KERNEL,
         unit_kernel="kernel",
-        units_key="units",
-        channels="produce",
         macs=("kernel",),
-        shrink="units",
         twin=Twin(("units", "activation", "use_bias"), neutral=_QUANT_OFF),
     ),
     "EinsumDense": Layer((("kernel", None), ("bias", "bias_axes"))),
@@ -237,7 +223,6 @@ LAYERS: dict[str, Layer] = {
     "BatchNormalization": Layer(
         (*_NORM, ("moving_mean", None), ("moving_variance", None)),
         non_trainable=frozenset({"moving_mean", "moving_variance"}),
-        channels="affine",
         twin=Twin(_NORM_KEYS, extra={"fused": False}),
     ),
     "LayerNormalization": Layer(_NORM),
@@ -294,14 +279,16 @@ LAYERS: dict[str, Layer] = {
         optional=("_cross_attention_layer", "_cross_attention_layer_norm"),
     ),
     # Layers without weights.
-    **{name: _weightless("spatial", _WEIGHTLESS_TWINS.get(name)) for name in _SPATIAL},
-    **{name: _weightless("spatial", _POOL_TWINS.get(name)) for name in _POOLS},
-    **{name: _weightless(None, _WEIGHTLESS_TWINS.get(name)) for name in _OTHER_WEIGHTLESS},
-    **{name: _weightless("elementwise", twin) for name, twin in _ELEMENTWISE_TWINS.items()},
-    **{name: _weightless("merge", Twin()) for name in _MERGES},
-    "Concatenate": _weightless("concat", Twin(("axis",))),
-    "Flatten": _weightless("flatten", Twin(("data_format",))),
+    **{name: _weightless(_WEIGHTLESS_TWINS.get(name)) for name in _SPATIAL},
+    **{name: _weightless(_POOL_TWINS.get(name)) for name in _POOLS},
+    **{name: _weightless(_WEIGHTLESS_TWINS.get(name)) for name in _OTHER_WEIGHTLESS},
+    **{name: _weightless(twin) for name, twin in _ELEMENTWISE_TWINS.items()},
+    **{name: _weightless(Twin()) for name in _MERGES},
+    "Concatenate": _weightless(Twin(("axis",))),
+    "Flatten": _weightless(Twin(("data_format",))),
 }
+# Shrink's channel facts (layers/channels.py) joined into the rows: one table.
+LAYERS = {c: replace(row, channels=CHANNEL_FACTS.get(c)) for c, row in LAYERS.items()}
 
 # Containers whose layers are reported one by one rather than as a unit.
 MODEL_CLASSES: frozenset[str] = frozenset({"Sequential", "Functional", "Model"})
@@ -318,11 +305,6 @@ CLASSLESS_UNIT_KERNELS = frozenset({"kernel", "pointwise_kernel"})
 
 def row(layer_class: str | None) -> Layer | None:
     return LAYERS.get(layer_class or "")
-
-
-def classes_with(channels: str) -> frozenset[str]:
-    """Layer classes whose channels pass as `channels` says (for shrink's channel graph)."""
-    return frozenset(c for c, r in LAYERS.items() if r.channels == channels)
 
 
 def has_output_units(layer_class: str | None, role: str) -> bool:
@@ -357,7 +339,6 @@ __all__ = [
     "Part",
     "Twin",
     "class_from_storage_key",
-    "classes_with",
     "has_output_units",
     "is_known",
     "row",
