@@ -62,4 +62,25 @@ def load_keras_model(path: str, unsafe: bool = False) -> Any:
     try:
         return library.models.load_model(path, **kwargs)
     except Exception as error:  # Keras raises many types for files it cannot rebuild
+        found = _keras_hub_class(error) if library.__name__ == "keras" else None
+        if found is not None:
+            try:
+                return library.models.load_model(path, custom_objects=found, **kwargs)
+            except Exception as retry:
+                raise InputError(f"Keras could not load {path}: {describe(retry)}") from retry
         raise InputError(f"Keras could not load {path}: {describe(error)}") from error
+
+
+def _keras_hub_class(error: BaseException) -> dict[str, Any] | None:
+    """A legacy `.h5` config names keras_hub classes without their module (`GPT2Backbone`);
+    the installed keras_hub package registers them as `keras_hub>Name`. Importing an installed
+    library runs no code from the file. {name: class} if that is what was missing."""
+    text = str(error)
+    if "Unknown layer: '" not in text or importlib.util.find_spec("keras_hub") is None:
+        return None
+    import keras
+    import keras_hub  # noqa: F401  (registers its classes as keras_hub>Name)
+
+    name = text.split("Unknown layer: '", 1)[1].split("'", 1)[0]
+    found = keras.saving.get_registered_object(f"keras_hub>{name}")
+    return {name: found} if found is not None else None
