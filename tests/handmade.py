@@ -88,3 +88,25 @@ def many_layers_keras(path: Path, layers: int) -> Path:
             ("model.weights.h5", buffer.getvalue()),
         ],
     )
+
+
+def large_sparse_weights_h5(path: Path, rows: int, cols: int, dense_rows: int) -> Path:
+    """A `.weights.h5` whose one Dense kernel (rows x cols float32) is zero past `dense_rows`
+    rows, stored gzip-compressed in row chunks: a file of a few MB declaring a huge tensor.
+    Written slab by slab, so making it needs no memory of the tensor's size."""
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        group = f.create_group("layers/dense/vars")
+        group.attrs["name"] = "big"
+        step = max(1, (8 << 20) // (cols * 4))
+        kernel = group.create_dataset(
+            "0", (rows, cols), np.float32, chunks=(min(step, rows), cols), compression="gzip"
+        )
+        for start in range(0, rows, step):
+            stop = min(start + step, rows)
+            block = np.zeros((stop - start, cols), np.float32)
+            live = max(0, min(stop, dense_rows) - start)
+            block[:live] = rng.normal(size=(live, cols)).astype(np.float32)
+            kernel[start:stop] = block
+        group["1"] = np.zeros(cols, np.float32)
+    return path

@@ -23,6 +23,8 @@ BOMB_FLOOR_BYTES = 1 << 20
 BOMB_MAX_EXPANSION = 1100
 NUMERIC_KINDS = frozenset("biuf")
 SLAB_BYTES = 16 << 20
+# Tensors above this are pruned and written slab by slab (below it, whole, as before).
+BLOCK_BYTES = 64 << 20
 # What h5py raises while reading data, attributes or types that are corrupt or unsupported.
 H5_READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError)
 
@@ -144,14 +146,32 @@ def iter_slabs(dataset: h5py.Dataset, decode: bool = True) -> Iterator[np.ndarra
     Each block keeps whole rows of the last axis. With `decode=False` the stored representation
     is returned as is (for byte-exact copies).
     """
+    for _, block in iter_blocks(dataset, decode):
+        yield block
+
+
+def dataset_selections(dataset: h5py.Dataset) -> Iterator[tuple]:
+    """The selections `iter_blocks` reads: the whole dataset at once when it is small."""
     shape = dataset.shape or ()
     if not shape or dataset.nbytes <= SLAB_BYTES:
-        selections: Iterator[tuple] = iter([()])
-    else:
-        selections = slab_selections(shape, dataset.dtype.itemsize)
-    for selection in selections:
+        return iter([()])
+    return slab_selections(shape, dataset.dtype.itemsize)
+
+
+def iter_blocks(dataset: h5py.Dataset, decode: bool = True) -> Iterator[tuple[tuple, np.ndarray]]:
+    """(selection, block) pairs covering the dataset in C order, as `iter_slabs` reads them."""
+    for selection in dataset_selections(dataset):
         array = np.asarray(dataset[selection])
-        yield _decode(dataset, array) if decode else array
+        yield selection, (_decode(dataset, array) if decode else array)
+
+
+def block_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Chunk shape matching `slab_selections`, so each slab written fills whole chunks."""
+    first = next(slab_selections(shape, itemsize))
+    return tuple(
+        len(range(*part.indices(size))) if isinstance(part, slice) else 1
+        for part, size in zip(first, shape, strict=False)
+    ) + tuple(shape[len(first) :])
 
 
 def encode_like(dataset: h5py.Dataset, values: np.ndarray) -> np.ndarray:

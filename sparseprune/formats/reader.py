@@ -21,7 +21,7 @@ import numpy as np
 from sparseprune.errors import InputError, describe
 from sparseprune.formats import archive as zipped
 from sparseprune.formats.config import LayerTree, build_tree, load_json
-from sparseprune.formats.h5safe import iter_slabs, open_h5, read_array
+from sparseprune.formats.h5safe import iter_blocks, iter_slabs, open_h5, read_array
 from sparseprune.formats.legacy_h5 import read_legacy_weights, read_optimizer_weights
 from sparseprune.formats.model import (
     FORMAT_H5,
@@ -83,6 +83,11 @@ class ModelFile:
         """The tensor in slabs along its first axis (bounded memory for huge tensors)."""
         with self._reading(tensor):
             yield from iter_slabs(self.weights[tensor.path])
+
+    def blocks(self, tensor: TensorInfo) -> Iterator[tuple[tuple, np.ndarray]]:
+        """(selection, slab) pairs, as `slabs` reads them: for writing slab by slab."""
+        with self._reading(tensor):
+            yield from iter_blocks(self.weights[tensor.path])
 
     @contextlib.contextmanager
     def _reading(self, tensor: TensorInfo) -> Iterator[None]:

@@ -25,8 +25,11 @@ import numpy as np
 from sparseprune.errors import InputError
 from sparseprune.formats import archive as zipped
 from sparseprune.formats.h5safe import (
+    BLOCK_BYTES,
     SLAB_BYTES,
+    block_chunks,
     encode_like,
+    iter_blocks,
     read_array,
     reading,
     slab_selections,
@@ -34,8 +37,11 @@ from sparseprune.formats.h5safe import (
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, TensorInfo
 from sparseprune.formats.reader import ModelFile
 
-# Returns the new values for a tensor, or None to copy it unchanged.
+# Returns the new values for a tensor, or None to copy it unchanged. A transform may also have
+# `blocks(tensor, read) -> Blocks | None`: the values of a tensor above BLOCK_BYTES slab by slab
+# (`read()` gives the input's (selection, slab) pairs afresh on each call).
 Transform = Callable[[TensorInfo, np.ndarray], "np.ndarray | None"]
+Blocks = Callable[[], Iterator[tuple[tuple, np.ndarray]]]
 
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 GZIP_LEVEL = 4
@@ -106,14 +112,18 @@ class TreeCopier:
 
     def copy_dataset(self, source: h5py.Dataset, dest: h5py.Group, name: str) -> None:
         tensor = self.tensors.get(source.name.lstrip("/"))
-        with reading(self.label, f"dataset '{source.name}'"):
-            values = self._new_values(tensor, source)
-        out = dest.create_dataset(name, **self._layout(source, values))
-        if values is not None:
-            if out.size:
-                out[...] = encode_like(source, values)
+        produce = self._streamed(tensor, source)
+        if produce is not None:
+            out = self._write_blocks(source, dest, name, produce)
         else:
-            self._copy_slabs(source, out)
+            with reading(self.label, f"dataset '{source.name}'"):
+                values = self._new_values(tensor, source)
+            out = dest.create_dataset(name, **self._layout(source, values))
+            if values is not None:
+                if out.size:
+                    out[...] = encode_like(source, values)
+            else:
+                self._copy_slabs(source, out)
         copy_attrs(source, out, self.label)
         if tensor is not None and self.on_tensor is not None:
             self.on_tensor(tensor)
@@ -126,6 +136,41 @@ class TreeCopier:
         if tensor.kind != "weight":
             return None
         return self.transform(tensor, read_array(source))
+
+    def _streamed(self, tensor: TensorInfo | None, source: h5py.Dataset) -> Blocks | None:
+        """Slab-by-slab values for a tensor too large to hold whole (None: the whole path)."""
+        if tensor is None or source.nbytes <= BLOCK_BYTES:
+            return None
+
+        def read() -> Iterator[tuple[tuple, np.ndarray]]:
+            return self._read_blocks(source)
+
+        if tensor.kind == "optimizer" and self.reset_optimizer:
+            return lambda: ((s, np.zeros_like(b)) for s, b in read())
+        streamed = getattr(self.transform, "blocks", None)
+        if tensor.kind != "weight" or streamed is None:
+            return None
+        return streamed(tensor, read)
+
+    def _read_blocks(self, source: h5py.Dataset) -> Iterator[tuple[tuple, np.ndarray]]:
+        blocks = iter_blocks(source)
+        while True:
+            with reading(self.label, f"dataset '{source.name}'"):
+                item = next(blocks, None)
+            if item is None:
+                return
+            yield item
+
+    def _write_blocks(
+        self, source: h5py.Dataset, dest: h5py.Group, name: str, produce: Blocks
+    ) -> h5py.Dataset:
+        """Two passes: count nonzeros (the layout depends on them), then write slab by slab."""
+        nonzero = sum(int(np.count_nonzero(block)) for _, block in produce())
+        options = dataset_options(source.shape, source.dtype, None, self.compress, nonzero)
+        out = dest.create_dataset(name, **options)
+        for selection, block in produce():
+            out[selection] = encode_like(source, block)
+        return out
 
     def _layout(self, source: h5py.Dataset, values: np.ndarray | None) -> dict:
         return dataset_options(source.shape, source.dtype, values, self.compress)
@@ -147,19 +192,35 @@ def encode_values(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def dataset_options(
-    shape: tuple[int, ...], dtype: np.dtype, values: np.ndarray | None, compress: bool
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    values: np.ndarray | None,
+    compress: bool,
+    nonzero: int | None = None,
 ) -> dict:
-    """`create_dataset` keywords: one gzip chunk where it pays and no Keras guard would trip."""
+    """`create_dataset` keywords: gzip where it pays and no Keras guard would trip.
+
+    One chunk per dataset, except above `BLOCK_BYTES`: chunks of one slab each, so a tensor is
+    written (and later read) slab by slab. `nonzero` stands in for `values` when the values are
+    written slab by slab.
+    """
     options: dict = {"shape": shape, "dtype": dtype, "track_times": False}
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    if not (compress and shape and MIN_COMPRESS_BYTES <= nbytes <= MAX_CHUNK_BYTES):
+    itemsize = np.dtype(dtype).itemsize
+    nbytes = math.prod(shape) * itemsize
+    chunked = nbytes > BLOCK_BYTES
+    if not (compress and shape and nbytes >= MIN_COMPRESS_BYTES):
         return options
-    if values is not None and _too_compressible(values, nbytes):
+    if not chunked and nbytes > MAX_CHUNK_BYTES:
+        return options
+    if values is not None:
+        nonzero = int(np.count_nonzero(values))
+    if nonzero is not None and _too_compressible(nonzero * itemsize, nbytes):
         return options
     # Byte-shuffling helps gzip on dense floats but hurts once many values are zero
     # (measured: 1024x1024 float32 at 95% zeros, 505,662 bytes shuffled vs 303,055 not).
-    dense = values is None or np.count_nonzero(values) >= SHUFFLE_MIN_NONZERO * values.size
-    options.update(chunks=shape, compression="gzip", compression_opts=GZIP_LEVEL, shuffle=dense)
+    dense = nonzero is None or nonzero >= SHUFFLE_MIN_NONZERO * math.prod(shape)
+    chunks = block_chunks(shape, itemsize) if chunked else shape
+    options.update(chunks=chunks, compression="gzip", compression_opts=GZIP_LEVEL, shuffle=dense)
     return options
 
 
@@ -185,11 +246,10 @@ def _reset_slot(values: np.ndarray) -> np.ndarray:
     return np.zeros_like(values)
 
 
-def _too_compressible(values: np.ndarray, nbytes: int) -> bool:
+def _too_compressible(nonzero_bytes: int, nbytes: int) -> bool:
     """Would gzip shrink this past Keras's shape-bomb guard? (Only possible for huge tensors.)"""
     if nbytes <= KERAS_H5_FLOOR:
         return False
-    nonzero_bytes = np.count_nonzero(values) * values.dtype.itemsize
     return nbytes > KERAS_H5_RATIO * max(nonzero_bytes, 1)
 
 

@@ -123,17 +123,19 @@ def global_cut(
 ) -> GlobalCut:
     """Choose which weights to prune across tensors with one global magnitude threshold.
 
-    `read(i)` returns tensor i (it is called twice per tensor: bounded memory, two passes). The
-    selection is exact: `total_prune` weights (or the sum of caps, if smaller) with the smallest
-    (|w|, tensor index, flat index), where tensor i gives up at most `caps[i]` weights.
+    `read(i)` returns tensor i, or its blocks in flat order (an iterable of arrays); it is called
+    twice per tensor: bounded memory, two passes. The selection is exact: `total_prune` weights
+    (or the sum of caps, if smaller) with the smallest (|w|, tensor index, flat index), where
+    tensor i gives up at most `caps[i]` weights.
     """
     count = len(sizes)
     high = np.zeros((count, HIGH_BINS), dtype=np.int64)
     for i in range(count):
-        keys = magnitude_keys(read(i)).reshape(-1)
-        keys >>= 16  # in place: no third copy of the tensor
-        high[i] = np.bincount(keys, minlength=HIGH_BINS)
-        del keys
+        for block in _blocks(read(i)):
+            keys = magnitude_keys(block).reshape(-1)
+            keys >>= 16  # in place: no third copy of the tensor
+            high[i] += np.bincount(keys, minlength=HIGH_BINS)
+            del keys
     caps_arr = np.asarray(caps, dtype=np.int64)
     target = min(total_prune, int(caps_arr.sum()))
     if target <= 0:
@@ -145,11 +147,12 @@ def global_cut(
     low = np.zeros((count, HIGH_BINS), dtype=np.int64)
     for i in range(count):
         if high[i, bin_]:
-            keys = magnitude_keys(read(i)).reshape(-1)
-            in_bin = keys[(keys >> 16) == bin_]
-            del keys
-            in_bin &= 0xFFFF
-            low[i] = np.bincount(in_bin, minlength=HIGH_BINS)
+            for block in _blocks(read(i)):
+                keys = magnitude_keys(block).reshape(-1)
+                in_bin = keys[(keys >> 16) == bin_]
+                del keys
+                in_bin &= 0xFFFF
+                low[i] += np.bincount(in_bin, minlength=HIGH_BINS)
     low_cumulative = before[:, None] + np.cumsum(low, axis=1)
     low_totals = np.minimum(low_cumulative, caps_arr[:, None]).sum(axis=0)
     offset = int(np.searchsorted(low_totals, target))
@@ -163,6 +166,40 @@ def global_cut(
         ties.append(take)
         remaining -= take
     return GlobalCut(cut, ties, capped.tolist(), list(caps))
+
+
+def _blocks(read: np.ndarray | Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+    return (read,) if isinstance(read, np.ndarray) else read
+
+
+def smallest_cut(read: Callable[[], Iterable[np.ndarray]], size: int, count: int) -> GlobalCut:
+    """The cut that prunes the `count` smallest |w| of one tensor read in blocks (two passes).
+
+    Applied with `BlockCut`, it zeroes exactly what `zero_smallest` zeroes on the whole tensor.
+    """
+    return global_cut(lambda _: read(), [size], count, [size])
+
+
+class BlockCut:
+    """Apply tensor `index`'s share of a cut block by block, in flat order.
+
+    Keys below the cut are pruned everywhere; keys equal to it are pruned, lowest flat index
+    first, until the tensor's tie count is used up: the same weights as on the whole tensor.
+    """
+
+    def __init__(self, selection: GlobalCut, index: int = 0) -> None:
+        self.cut = selection.cut
+        self.ties_left = selection.ties[index]
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        keys = magnitude_keys(block.reshape(-1))
+        chosen = keys < self.cut
+        if self.ties_left:
+            ties = np.flatnonzero(keys == self.cut)[: self.ties_left]
+            chosen[ties] = True
+            self.ties_left -= len(ties)
+        block.reshape(-1)[chosen] = 0
+        return block
 
 
 def global_positions(values: np.ndarray, index: int, selection: GlobalCut) -> np.ndarray:

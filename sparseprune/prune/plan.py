@@ -45,6 +45,10 @@ class Plan:
         """Tensors that share one global threshold."""
         return [p for p in self.tensors if p.method is TensorMethod.GLOBAL]
 
+    def pool_index(self) -> dict[str, int]:
+        """Each pooled tensor's position in the pool, by storage path."""
+        return {p.tensor.path: i for i, p in enumerate(self.pooled)}
+
     def global_prune_count(self) -> int:
         total = sum(p.tensor.params for p in self.pooled)
         return prune_count(total, self.spec.target or 0.0)

@@ -32,7 +32,7 @@ from sparseprune.numeric.masks import (
     zero_smallest,
 )
 from sparseprune.numeric.schedule import TrainSpec
-from sparseprune.prune import blocks, structured
+from sparseprune.prune import blocks, streamed, structured
 from sparseprune.prune.finetune import run_training
 from sparseprune.prune.plan import Plan, TensorPlan, make_plan
 from sparseprune.prune.recipes import PruneSpec
@@ -197,7 +197,13 @@ def _prune_to(job: _Job, target: Path, force: bool) -> PruneResult:
         else:
             pool = structured.unit_pool(model, plan)
             block_pool = _block_pool(model, plan)
-            transform = _transform(plan, outcomes, _global_selection(model, plan), pool, block_pool)
+            selection = _global_selection(model, plan)
+            transform = streamed.StreamingTransform(
+                _transform(plan, outcomes, selection, pool, block_pool),
+                streamed.Streamer(spec.threshold, selection, plan.pool_index()),
+                {p.tensor.path: p for p in plan.tensors},
+                outcomes,
+            )
         with atomic_path(target, force=force, inputs=(source,)) as temp:
             if target_format == model.format:
                 write_model(model, temp, transform, not spec.keep_optimizer, job.on_tensor)
@@ -251,7 +257,10 @@ def _global_selection(model: ModelFile, plan: Plan) -> GlobalCut | None:
     if not pooled:
         return None
     return global_cut(
-        lambda i: _prepared(plan, model.read(pooled[i].tensor).astype(np.float32, copy=False)),
+        lambda i: (
+            _prepared(plan, block.astype(np.float32, copy=False))
+            for block in streamed.blocks_of(model, pooled[i].tensor)
+        ),
         [p.tensor.params for p in pooled],
         plan.global_prune_count(),
         plan.global_caps(),
@@ -276,7 +285,7 @@ def _transform(
     block_pool: blocks.BlockPool | None = None,
 ):
     by_path = {p.tensor.path: p for p in plan.tensors}
-    pool_index = {p.tensor.path: i for i, p in enumerate(plan.pooled)}
+    pool_index = plan.pool_index()
 
     def transform(tensor: TensorInfo, values: np.ndarray) -> np.ndarray | None:
         item, outcome = by_path[tensor.path], outcomes[tensor.path]
@@ -355,13 +364,18 @@ def _measure_and_verify(
             result.failures.append("the written file does not hold the same weights as the input.")
             return
         for tensor in written.model_tensors:
+            outcome, item = outcomes[tensor.name], by_name[tensor.name]
+            if not trained and streamed.is_streamed(tensor, item.method):
+                nonzero, failures = streamed.measure(model, written, tensor, item, outcome)
+                bits = streamed.decoded_bits(tensor)
+                result.bound_bytes += information_bound_bytes(tensor.params, nonzero, bits)
+                result.failures += failures
+                continue
             values = written.read(tensor)
-            outcome = outcomes[tensor.name]
             outcome.zeros_after = int(np.count_nonzero(values == 0))
             result.bound_bytes += information_bound_bytes(
                 values.size, values.size - outcome.zeros_after, values.dtype.itemsize * 8
             )
-            item = by_name[tensor.name]
             if item.method in UNIT_METHODS:
                 outcome.units_zero_after = structured.zero_units_count(values)
             if item.method in BLOCK_METHODS and plan.spec.block is not None:
