@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from sparseprune.choices import TensorMethod
 from sparseprune.formats import ModelFile, TensorInfo
 from sparseprune.formats.h5safe import BLOCK_BYTES
 from sparseprune.numeric.masks import (
@@ -25,7 +26,9 @@ from sparseprune.numeric.masks import (
     zero_by_mask,
 )
 
-STREAMED_METHODS = frozenset({None, "target", "global", "threshold", "mask"})
+STREAMED_METHODS = frozenset(
+    {None, TensorMethod.TARGET, TensorMethod.GLOBAL, TensorMethod.THRESHOLD, TensorMethod.MASK}
+)
 Blocks = Callable[[], Iterator[tuple[tuple, np.ndarray]]]
 
 
@@ -77,11 +80,11 @@ class Streamer:
         method = item.method
         if method is None:
             return read
-        if method == "mask":
+        if method is TensorMethod.MASK:
             return lambda: ((s, zero_by_mask(self.prepared(b), item.mask[s])) for s, b in read())
         cut = self._cut(tensor, item, outcome, read, prepared_zeros)
         if cut is None:  # threshold (or a global method with nothing pooled)
-            if method == "threshold":
+            if method is TensorMethod.THRESHOLD:
                 outcome.expected_zeros = prepared_zeros
             return lambda: ((s, self.prepared(b)) for s, b in read())
         return lambda: self._apply(read, cut())
@@ -91,10 +94,10 @@ class Streamer:
     ) -> Callable[[], BlockCut] | None:
         """A factory of fresh `BlockCut`s (each pass counts its ties from the start)."""
         selection = self.selection
-        if item.method == "target":
+        if item.method is TensorMethod.TARGET:
             count = prune_count(tensor.params, item.target or 0.0)
             outcome.expected_zeros = max(count, prepared_zeros)
-        elif item.method == "global" and selection is not None:
+        elif item.method is TensorMethod.GLOBAL and selection is not None:
             index = self.pool_index[tensor.path]
             if not selection.capped[index]:
                 return lambda: BlockCut(selection, index)
@@ -143,7 +146,7 @@ def measure(
                 original, values, equal_nan=True
             )
             changed = changed or not same
-        if item.method == "mask" and item.mask is not None:
+        if item.method is TensorMethod.MASK and item.mask is not None:
             masked_left = masked_left or bool((values[item.mask[selection] == 0] != 0).any())
     outcome.zeros_after = zeros
     name = item.tensor.name
