@@ -6,6 +6,9 @@ Library callers catch `SparsePruneError`; the CLI maps `exit_code` onto the proc
 
 from __future__ import annotations
 
+# `sparseprune --debug` sets it: tracebacks, and TensorFlow's start-up logs (also in workers).
+DEBUG_ENV = "SPARSEPRUNE_DEBUG"
+
 
 class SparsePruneError(Exception):
     """Base class: a problem the user can act on, reported without a traceback."""

@@ -7,6 +7,7 @@ keeps TensorFlow out of the test process, so tests can also check that nothing i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +18,36 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
+
+# The core install has neither; CI runs the light tests in a venv without them (see .ci/run).
+MISSING = {
+    extra: importlib.util.find_spec(module) is None
+    for extra, module in (("tensorflow", "tensorflow"), ("plot", "matplotlib"))
+}
+# Fixtures that run Keras in a subprocess: a test that uses one (directly or through another
+# fixture) is skipped without TensorFlow. A module's own Keras fixture asks for `needs_tensorflow`.
+KERAS_FIXTURES = {"fixture_dir", "expected", "needs_tensorflow"}
+
+
+# Test modules of the Keras side that import keras_ops at module level: not even collected in a
+# core install. Every other module must import without the extras (CI's core venv proves it).
+collect_ignore = ["test_bench_export.py", "test_tfmot_bridge.py"] if MISSING["tensorflow"] else []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip, with the extra's name, tests whose extra is not installed (marked or by fixture)."""
+    for item in items:
+        needs = {extra for extra in MISSING if item.get_closest_marker(extra)}
+        if KERAS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            needs.add("tensorflow")
+        for extra in sorted(needs):
+            if MISSING[extra]:
+                item.add_marker(pytest.mark.skip(reason=f"needs the [{extra}] extra"))
+
+
+@pytest.fixture(scope="session")
+def needs_tensorflow() -> None:
+    """Ask for this in a fixture that runs Keras: its tests then skip in a core install."""
 
 
 @pytest.fixture(scope="session")

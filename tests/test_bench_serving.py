@@ -41,7 +41,7 @@ print("RESULT" + json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def runs(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> dict:
     folder = tmp_path_factory.mktemp("serving")
     models = {}
     for name, args in {"blocks": ["--block", "4x1"], "random": []}.items():

@@ -65,7 +65,7 @@ def grid(shape: tuple[int, ...], block: tuple[int, int]) -> int:
 
 
 @pytest.fixture(scope="module")
-def odd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def odd(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> Path:
     path = tmp_path_factory.mktemp("odd") / "odd.keras"
     subprocess.run([sys.executable, "-c", BUILD_ODD, str(path)], check=True, env=ENV)
     return path
@@ -192,6 +192,7 @@ def test_tfmot_block_size_zeroes_the_same_weights(odd: Path, tmp_path: Path) -> 
     assert by_tfmot.read_bytes() == by_file.read_bytes()
 
 
+@pytest.mark.tensorflow
 def test_native_fine_tuning_keeps_whole_blocks(tmp_path: Path) -> None:
     out = tmp_path / "ft.keras"
     run = subprocess.run(

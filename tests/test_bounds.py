@@ -225,6 +225,7 @@ def test_plain_npy_or_terabyte_npz_as_mask(tmp_path: Path, option: str) -> None:
         assert not out.exists()
 
 
+@pytest.mark.tensorflow
 def test_plain_npy_as_verify_data_is_refused_before_writing(tmp_path: Path) -> None:
     """Checked without Keras and before anything is written."""
     npy = tmp_path / "x.npy"

@@ -92,7 +92,7 @@ def invoke(*parts: object):
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def files(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> dict[str, Path]:
     """Pruned models (written by the library, no Keras) and small .npz variants."""
     out = tmp_path_factory.mktemp("evaluate")
     paths = {
@@ -350,12 +350,14 @@ def test_max_drop_without_data_is_usage_error() -> None:
         ("pickled", "holds Python objects"),
     ],
 )
+@pytest.mark.tensorflow
 def test_bad_npz_is_exit_2(files: dict[str, Path], name: str, message: str) -> None:
     result = invoke("evaluate", MLP, "--data", files[name])
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.tensorflow
 def test_missing_data_file_is_exit_2(tmp_path: Path) -> None:
     result = invoke("evaluate", MLP, "--data", tmp_path / "none.npz")
     assert result.exit_code == 2 and "does not exist" in result.stderr

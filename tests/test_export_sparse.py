@@ -93,7 +93,7 @@ def tf_run(spec: dict, folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def runs(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> dict:
     """Prune the sample MLP's variants here (no TF), export them all in one process."""
     folder = tmp_path_factory.mktemp("export-sparse")
     exports = {}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import SAMPLES
 
 BIN = Path(sys.executable).parent
@@ -53,6 +54,7 @@ def test_installed_command_bad_input_has_no_traceback(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.tensorflow
 def test_verify_threshold_cleanup_is_lossless(tmp_path: Path) -> None:
     result = run(
         str(BIN / "sparseprune"),

@@ -131,7 +131,7 @@ print("REPORT" + json.dumps(report))
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> Path:
     out = tmp_path_factory.mktemp("shrink_in")
     subprocess.run(
         [sys.executable, "-c", BUILD, str(out)], check=True, env=ENV, capture_output=True

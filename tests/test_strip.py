@@ -60,7 +60,7 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tfmot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tfmot_dir(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> Path:
     out = tmp_path_factory.mktemp("tfmot")
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True, env=ENV

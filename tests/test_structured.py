@@ -77,7 +77,9 @@ def largest_norms(kernel: np.ndarray, keep: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def layer_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def layer_run(
+    tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None
+) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("units") / "units.keras"
     return out, prune_json(str(MLP), "-o", str(out), "--structure", "units", "--target", "0.5")
 
@@ -105,6 +107,7 @@ def test_layer_scope_sizes_and_kept_units(layer_run: tuple[Path, dict]) -> None:
     assert hidden == {"hidden1/kernel": 64, "hidden2/kernel": 32}
 
 
+@pytest.mark.tensorflow
 def test_predictions_match_zeroed_model(layer_run: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = layer_run
     before = keras_weights(MLP)
@@ -221,6 +224,7 @@ def test_unit_positions_ties_and_schedule() -> None:
     ],
     ids=["layer", "global-capped"],
 )
+@pytest.mark.tensorflow
 def test_finetune_then_shrink(tmp_path: Path, scope: tuple[str, ...], units: dict) -> None:
     out = tmp_path / "ft.keras"
     run = subprocess.run(

@@ -73,6 +73,7 @@ def test_bad_training_options() -> None:
     assert result.returncode == 2 and "--data" in result.stderr
 
 
+@pytest.mark.tensorflow
 def test_finetune_reaches_exact_targets(tmp_path: Path) -> None:
     out = tmp_path / "ft.keras"
     doc = prune_json(
@@ -99,6 +100,7 @@ def test_finetune_reaches_exact_targets(tmp_path: Path) -> None:
     assert len(training["seconds_per_epoch"]) == 3 and doc["checks"]["passed"]
 
 
+@pytest.mark.tensorflow
 def test_fixed_mask_stays_fixed_through_training(tmp_path: Path) -> None:
     mask = (np.random.default_rng(3).random((64, 128)) > 0.7).astype(np.int8)
     np.savez(tmp_path / "mask.npz", hidden1=mask)
@@ -120,6 +122,7 @@ def test_fixed_mask_stays_fixed_through_training(tmp_path: Path) -> None:
     assert not np.array_equal(after[mask == 1], before[mask == 1])  # and trained
 
 
+@pytest.mark.tensorflow
 def test_global_scope_pattern_and_strategy(tmp_path: Path) -> None:
     out = tmp_path / "g.keras"
     doc = prune_json(
@@ -162,6 +165,7 @@ def test_global_scope_pattern_and_strategy(tmp_path: Path) -> None:
     assert ((kernel == 0).T.reshape(128, -1, 4).sum(axis=2) >= 2).all()
 
 
+@pytest.mark.tensorflow
 def test_tfmot_one_shot_writes_the_same_file_as_the_mask_method(tmp_path: Path) -> None:
     """TFMOT's own mask code and the file-level rule zero the same weights; zeros are canonical
     (+0.0, not the -0.0 that multiplying by a mask leaves), so even the bytes agree."""
@@ -172,6 +176,7 @@ def test_tfmot_one_shot_writes_the_same_file_as_the_mask_method(tmp_path: Path) 
     assert by_tfmot.read_bytes() == by_file.read_bytes()
 
 
+@pytest.mark.tensorflow
 def test_tfmot_fine_tuning_through_the_cli(tmp_path: Path) -> None:
     out = tmp_path / "t.keras"
     doc = prune_json(
@@ -206,6 +211,7 @@ model.save(sys.argv[2])
 """
 
 
+@pytest.mark.tensorflow
 def test_custom_layer_trains_with_include_unknown(tmp_path: Path) -> None:
     source, out = tmp_path / "custom.keras", tmp_path / "c.keras"
     subprocess.run(
@@ -238,6 +244,7 @@ def test_custom_layer_trains_with_include_unknown(tmp_path: Path) -> None:
     assert {t["name"] for t in doc["tensors"]} == {"proj/var0", "head/kernel"}
 
 
+@pytest.mark.tensorflow
 def test_multiworker_strategy_single_worker(tmp_path: Path) -> None:
     """Without TF_CONFIG, MultiWorkerMirroredStrategy runs as one worker: the same command a
     cluster runs on every worker."""

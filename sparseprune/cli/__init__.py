@@ -5,6 +5,8 @@ Exit codes: 0 ok, 1 a check failed, 2 bad input or usage.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from sparseprune import __version__
@@ -19,6 +21,7 @@ from sparseprune.cli import (
     strip_cmd,
 )
 from sparseprune.cli.common import OneLineErrors, install_signal_handlers, state
+from sparseprune.errors import DEBUG_ENV
 
 app = typer.Typer(
     name="sparseprune",
@@ -45,6 +48,8 @@ def root(
 ) -> None:
     """Inspect and prune saved Keras models (.keras, .h5) safely, without loading them."""
     state.debug = debug
+    if debug:  # heavy modules and worker processes read it (TensorFlow's noise is kept)
+        os.environ[DEBUG_ENV] = "1"
 
 
 app.command("inspect")(inspect_cmd.inspect)

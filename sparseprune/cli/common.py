@@ -25,6 +25,7 @@ from rich.markup import escape
 
 from sparseprune.choices import OutputFormat
 from sparseprune.errors import SparsePruneError
+from sparseprune.extras import extra_for_module, install_hint
 
 # Options several commands share, declared once so their names and help stay identical.
 UnsafeOption = Annotated[
@@ -111,6 +112,11 @@ def exit_codes() -> Iterator[None]:
         if state.debug:
             raise
         raise fail(str(error), error.exit_code) from None
+    except ModuleNotFoundError as error:  # an optional dependency missing below a gate
+        extra = extra_for_module(error.name)
+        if extra is None or state.debug:
+            raise
+        raise fail(install_hint(extra, "this command", str(error.name)), 2) from None
     except KeyboardInterrupt:
         raise SystemExit(fail("interrupted.", EXIT_INTERRUPTED).exit_code) from None
     except Terminated:

@@ -23,6 +23,7 @@ from sparseprune.cli.common import (
     stderr,
 )
 from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.extras import require
 from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.inspect.inspection import ModelReport, inspect_model
 from sparseprune.numeric.stats import DEFAULT_THRESHOLD
@@ -94,6 +95,8 @@ def inspect(
     inputs = [m for m in models if m != STDIN]
     plots = _plot_targets(plot, len(models))
     with exit_codes():
+        if plots:
+            require("plot", "--plot")
         others = [("plot", target) for target in plots]
         output = Output.of(output_format, as_json, json_file, force, inputs, others)
         for target in plots:

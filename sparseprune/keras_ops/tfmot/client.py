@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sparseprune.errors import InputError, describe
+from sparseprune.extras import require
 from sparseprune.formats.npz import read_npz
 from sparseprune.numeric.schedule import TrainSpec
 
@@ -69,6 +70,7 @@ def run_tfmot(
     `progress` receives {"epoch", "epochs", "logs", "sparsity"} after each epoch. Raises
     InputError with the worker's one-sentence reason on failure.
     """
+    require("tfmot", "--method tfmot")
     request = {
         "op": "prune",
         "model": str(Path(model_path).resolve()),
