@@ -18,9 +18,9 @@ from typing import IO
 import h5py
 import numpy as np
 
-from sparseprune.errors import InputError, describe
+from sparseprune.errors import InputError, UnsafeModelError, describe
 from sparseprune.formats import archive as zipped
-from sparseprune.formats.config import LayerTree, build_tree, load_json
+from sparseprune.formats.config import LayerTree, build_tree, load_json, scan_config
 from sparseprune.formats.h5safe import iter_blocks, iter_slabs, open_h5, read_array
 from sparseprune.formats.legacy_h5 import read_legacy_weights, read_optimizer_weights
 from sparseprune.formats.model import (
@@ -35,8 +35,6 @@ from sparseprune.formats.varstore import read_varstore
 
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-# HDF5 looks for its superblock at 0, 512, 1024, 2048, ... (a user block may precede it).
-HDF5_MAGIC_OFFSETS = (0, 512, 1024, 2048, 4096)
 READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, *zipped.ZIP_ERRORS)
 
 
@@ -68,11 +66,12 @@ class ModelFile:
         return [t for t in self.tensors if t.kind == "optimizer"]
 
     def flags(self) -> dict[str, list[str]]:
-        """Layer names by warning flag (`lambda`, `custom_module`, `unknown_class`)."""
-        out: dict[str, list[str]] = {}
+        """Places by warning flag: `lambda`, `custom_module`, `keras_hub` from the scan of the
+        whole config (`scan_config`, what the loader checks), `unknown_class` per layer."""
+        out = scan_config(self.config) if self.config is not None else {}
         for layer in self.layers:
-            for flag in layer.flags:
-                out.setdefault(flag, []).append(layer.name)
+            if "unknown_class" in layer.flags:
+                out.setdefault("unknown_class", []).append(layer.name)
         return out
 
     def read(self, tensor: TensorInfo) -> np.ndarray:
@@ -146,10 +145,16 @@ def _open_stream(
     if size == 0:
         raise InputError(f"{label} is empty; it is not a model file.")
     head = handle.read(8)
+    hdf5 = _has_hdf5_magic(handle, size)
+    if hdf5 and _reads_as_zip(handle):
+        raise UnsafeModelError(
+            f"{label} reads both as a zip archive and as an HDF5 file; Keras could load a "
+            "different model from it than sparseprune checks, so it is refused."
+        )
     if head.startswith(ZIP_MAGIC):
         handle.seek(0)
         return _open_keras_archive(handle, size, label, stack)
-    if _has_hdf5_magic(handle):
+    if hdf5:
         handle.seek(0)
         weights = stack.enter_context(open_h5(handle, label))
         return _describe_h5(weights, size, label, stack)
@@ -159,12 +164,32 @@ def _open_stream(
     )
 
 
-def _has_hdf5_magic(handle: IO[bytes]) -> bool:
-    for offset in HDF5_MAGIC_OFFSETS:
+def hdf5_magic_offsets(size: int) -> Iterator[int]:
+    """Where the HDF5 library looks for a superblock: 0, then 512 doubling up to the size."""
+    offset = 0
+    while offset + len(HDF5_MAGIC) <= size:
+        yield offset
+        offset = max(512, offset * 2)
+
+
+def _has_hdf5_magic(handle: IO[bytes], size: int) -> bool:
+    for offset in hdf5_magic_offsets(size):
         handle.seek(offset)
         if handle.read(8) == HDF5_MAGIC:
             return True
     return False
+
+
+def _reads_as_zip(handle: IO[bytes]) -> bool:
+    """True when Python's zipfile (what Keras uses for .keras) finds members in the file."""
+    handle.seek(0)
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            return bool(archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+    finally:
+        handle.seek(0)
 
 
 def _open_keras_archive(

@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sparseprune.errors import InputError, describe
-from sparseprune.formats import open_model
+from sparseprune.formats import ModelFile, open_model
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS
+
+# The suffix Keras must see for each format sparseprune read: Keras picks its reader by suffix.
+KERAS_SUFFIX = {FORMAT_KERAS: ".keras", FORMAT_H5: ".h5"}
+REFUSED_FLAGS = ("lambda", "custom_module")
 
 
 def check_loadable(path: str, unsafe: bool) -> str | None:
     """Return the file's Keras version; refuse weights-only files and (unless unsafe) code."""
     with open_model(path) as model:
-        if model.format not in (FORMAT_KERAS, FORMAT_H5):
-            raise InputError(f"{path} holds weights only; loading it needs the architecture.")
-        risky = {k: v for k, v in model.flags().items() if k in ("lambda", "custom_module")}
-        if risky and not unsafe:
-            names = ", ".join(n for names in risky.values() for n in names)
-            raise InputError(
-                f"{path} has layers that run code or come from outside Keras ({names}); "
-                "loading it with Keras could execute code. Pass --unsafe only if you trust it."
-            )
-        return model.writer
+        return _checked(model, path, unsafe)
+
+
+def _checked(model: ModelFile, label: str, unsafe: bool) -> str | None:
+    if model.format not in KERAS_SUFFIX:
+        raise InputError(f"{label} holds weights only; loading it needs the architecture.")
+    found = model.flags()  # scan_config over the whole architecture, every nesting
+    risky = [place for flag in REFUSED_FLAGS for place in found.get(flag, [])]
+    if risky and not unsafe:
+        raise InputError(
+            f"{label} has layers that run code or come from outside Keras "
+            f"({', '.join(dict.fromkeys(risky))}); loading it with Keras could execute code. "
+            "Pass --unsafe only if you trust it."
+        )
+    return model.writer
+
+
+@contextlib.contextmanager
+def checked_copy(path: str, unsafe: bool) -> Iterator[tuple[str, str | None]]:
+    """A private copy of `path`, checked, named with the suffix of the format it was read as.
+
+    Keras then loads exactly the bytes that were scanned (no change between check and load)
+    and decides the format as sparseprune did (by magic bytes), not by the user's file name.
+    """
+    with tempfile.TemporaryDirectory(prefix="sparseprune-load-") as scratch:
+        copy = Path(scratch) / "model"
+        try:
+            shutil.copyfile(path, copy)
+        except OSError as error:
+            raise InputError(f"cannot read {path}: {describe(error)}") from error
+        with open_model(copy, path) as model:
+            writer = _checked(model, path, unsafe)
+            suffix = KERAS_SUFFIX[model.format]
+        named = copy.rename(copy.with_suffix(suffix))
+        yield str(named), writer
 
 
 def import_custom_objects(path: str, unsafe: bool) -> None:
@@ -50,25 +83,25 @@ def import_custom_objects(path: str, unsafe: bool) -> None:
 
 def load_keras_model(path: str, unsafe: bool = False) -> Any:
     """Load with Keras 3, or with tf_keras for files tf_keras wrote (Keras 3 can't load all)."""
-    writer = check_loadable(path, unsafe)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if writer is not None and writer.startswith("2."):
-        import tf_keras as library
-    else:
-        import keras as library
-    kwargs = {"compile": False}
-    if path.endswith(".keras") or library.__name__ == "keras":
-        kwargs["safe_mode"] = not unsafe
-    try:
-        return library.models.load_model(path, **kwargs)
-    except Exception as error:  # Keras raises many types for files it cannot rebuild
-        found = _keras_hub_class(error) if library.__name__ == "keras" else None
-        if found is not None:
-            try:
-                return library.models.load_model(path, custom_objects=found, **kwargs)
-            except Exception as retry:
-                raise InputError(f"Keras could not load {path}: {describe(retry)}") from retry
-        raise InputError(f"Keras could not load {path}: {describe(error)}") from error
+    with checked_copy(path, unsafe) as (copy, writer):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if writer is not None and writer.startswith("2."):
+            import tf_keras as library
+        else:
+            import keras as library
+        kwargs = {"compile": False}
+        if copy.endswith(".keras") or library.__name__ == "keras":
+            kwargs["safe_mode"] = not unsafe
+        try:
+            return library.models.load_model(copy, **kwargs)
+        except Exception as error:  # Keras raises many types for files it cannot rebuild
+            found = _keras_hub_class(error) if library.__name__ == "keras" else None
+            if found is None:
+                raise InputError(f"Keras could not load {path}: {describe(error)}") from error
+        try:  # a keras_hub class named without its module (the copy still exists here)
+            return library.models.load_model(copy, custom_objects=found, **kwargs)
+        except Exception as retry:
+            raise InputError(f"Keras could not load {path}: {describe(retry)}") from retry
 
 
 def _keras_hub_class(error: BaseException) -> dict[str, Any] | None:

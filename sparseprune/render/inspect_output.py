@@ -169,6 +169,8 @@ def to_markdown(reports: list[ModelReport]) -> str:
 FLAG_TEXT = {
     "lambda": "Lambda layer(s) {names}: they hold code; sparseprune never runs it.",
     "custom_module": "layer(s) {names} come from modules outside Keras; they are never imported.",
+    "keras_hub": "layer(s) {names} come from keras_hub (the Keras team's model library); "
+    "loading them with Keras imports keras_hub.",
     "unknown_class": "layer class of {names} is not known to sparseprune; not pruned by default.",
 }
 
