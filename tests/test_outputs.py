@@ -407,3 +407,23 @@ def test_markup_in_names_prints_literally(tmp_path: Path, name: str) -> None:
     assert pruned.exit_code == 0, pruned.output
     assert f"{name}/kernel" in pruned.stdout
     shutil.rmtree(tmp_path)
+
+
+# --- the TFLite output follows the same rules (refused before TensorFlow is imported) -------------
+
+
+@pytest.mark.parametrize("second_path", ["hardlink", "symlink", "existing"])
+def test_tflite_output_rules(model: Path, second_path: str) -> None:
+    target = model.parent / "out.tflite"
+    if second_path == "existing":
+        target.write_bytes(b"keep")
+    else:
+        (os.link if second_path == "hardlink" else os.symlink)(model, target)
+    before = model.read_bytes()
+    word = "--force" if second_path == "existing" else "is the input"
+    extra = [] if second_path == "existing" else ["--force"]
+    assert_one_line_error(run("export", model, "-o", target, *extra), word)
+    assert model.read_bytes() == before
+    assert second_path != "existing" or target.read_bytes() == b"keep"
+    heavy = ("tensorflow", "keras", "tf_keras")
+    assert not [name for name in heavy if name in sys.modules]
