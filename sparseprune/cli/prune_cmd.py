@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 
 from sparseprune.choices import (
@@ -243,7 +244,9 @@ def _with_progress(path: str, target: Path, spec: PruneSpec, **options) -> Prune
             bar.update(
                 epochs,
                 completed=update["epoch"],
-                description=f"epoch {update['epoch']}: {shown}, sparsity {update['sparsity']:.1%}",
+                description=escape(
+                    f"epoch {update['epoch']}: {shown}, sparsity {update['sparsity']:.1%}"
+                ),
             )
 
         return prune_model(

@@ -114,7 +114,7 @@ def print_result(console: Console, result: PruneResult) -> None:
             f"on {v['samples']} {v['inputs']} inputs"
         )
     if result.training:
-        console.print(training_line(result.training))
+        console.print(escape(training_line(result.training)))
     if result.shrink:
         console.print(shrink_line(result.shrink))
 
