@@ -173,10 +173,10 @@ for name, path in models.items():
     except InputError as error:
         out["library"][name] = str(error)
 request = work / "request.json"
-from sparseprune.keras_ops.tfmot_client import PROTOCOL_VERSION
+from sparseprune.keras_ops.tfmot.client import PROTOCOL_VERSION
 request.write_text(json.dumps({"version": PROTOCOL_VERSION, "op": "check", "workdir": str(work),
                                "models": [str(p) for p in models.values()]}))
-worker = subprocess.run([sys.executable, "-m", "sparseprune.keras_ops.tfmot_worker", str(request)],
+worker = subprocess.run([sys.executable, "-m", "sparseprune.keras_ops.tfmot.worker", str(request)],
                         capture_output=True, text=True)
 out["worker"] = {"code": worker.returncode, "stderr": worker.stderr[-2000:],
                  "metrics": json.loads((work / "metrics.json").read_text())

@@ -127,14 +127,15 @@ def prune_model(
     source, target = Path(source), Path(output)
     method = TrainMethod.parse(method, "method")
     check_output_path(target, force, (source,))
-    if verify:  # refuse before writing anything, without importing Keras
+    loads_keras = verify or train is not None or method is not TrainMethod.MASK
+    if loads_keras:  # refuse code in the file before any work, without importing Keras
         from sparseprune.keras_ops.loading import check_loadable
 
         check_loadable(str(source), unsafe)
-        if data is not None:
-            from sparseprune.keras_ops.verify import verification_data
+    if verify and data is not None:
+        from sparseprune.keras_ops.verify import verification_data
 
-            verification_data(Path(data))
+        verification_data(Path(data))
     job = _Job(source, spec, label, out_label, on_tensor, method, train, unsafe, on_epoch)
     if spec.structure is Structure.UNITS:
         result = _prune_units(job, target, force)
