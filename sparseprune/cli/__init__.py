@@ -5,23 +5,54 @@ Exit codes: 0 ok, 1 a check failed, 2 bad input or usage.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import typer
+import typer.main
+
+try:  # Typer >= 0.20 vendors Click
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older Typer on real Click
+    import click  # type: ignore[no-redef]
 
 from sparseprune import __version__
-from sparseprune.cli import (
-    bench_cmd,
-    compare_cmd,
-    evaluate_cmd,
-    export_cmd,
-    inspect_cmd,
-    prune_cmd,
-    shrink_cmd,
-    strip_cmd,
-)
 from sparseprune.cli.common import OneLineErrors, install_signal_handlers, state
 from sparseprune.errors import DEBUG_ENV
+
+# command -> (module, function). A command's module (and what it imports) is loaded only when
+# that command runs, so `inspect` does not pay for prune's or bench's imports.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("sparseprune.cli.inspect_cmd", "inspect"),
+    "prune": ("sparseprune.cli.prune_cmd", "prune"),
+    "evaluate": ("sparseprune.cli.evaluate_cmd", "evaluate"),
+    "compare": ("sparseprune.cli.compare_cmd", "compare"),
+    "strip": ("sparseprune.cli.strip_cmd", "strip"),
+    "bench": ("sparseprune.cli.bench_cmd", "bench"),
+    "export": ("sparseprune.cli.export_cmd", "export"),
+    "shrink": ("sparseprune.cli.shrink_cmd", "shrink"),
+}
+
+
+_BUILT: dict[str, click.Command] = {}
+
+
+class LazyCommands(OneLineErrors):
+    """The app's group, with each command built from its module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        if cmd_name not in _BUILT:
+            module, function = COMMANDS[cmd_name]
+            single = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False)
+            single.command(cmd_name)(getattr(importlib.import_module(module), function))
+            _BUILT[cmd_name] = typer.main.get_command(single)
+        return _BUILT[cmd_name]
+
 
 app = typer.Typer(
     name="sparseprune",
@@ -29,7 +60,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-    cls=OneLineErrors,
+    cls=LazyCommands,
 )
 
 
@@ -50,16 +81,6 @@ def root(
     state.debug = debug
     if debug:  # heavy modules and worker processes read it (TensorFlow's noise is kept)
         os.environ[DEBUG_ENV] = "1"
-
-
-app.command("inspect")(inspect_cmd.inspect)
-app.command("prune")(prune_cmd.prune)
-app.command("evaluate")(evaluate_cmd.evaluate)
-app.command("compare")(compare_cmd.compare)
-app.command("strip")(strip_cmd.strip)
-app.command("bench")(bench_cmd.bench)
-app.command("export")(export_cmd.export)
-app.command("shrink")(shrink_cmd.shrink)
 
 
 def main() -> None:
