@@ -42,15 +42,6 @@ def test_version() -> None:
     assert result.exit_code == 0 and result.stdout.strip() == f"sparseprune {__version__}"
 
 
-@pytest.mark.parametrize(
-    "command",
-    [[], ["inspect"], ["prune"], ["evaluate"], ["compare"], ["strip"], ["bench"], ["export"]],
-)
-def test_help(command: list[str]) -> None:
-    result = invoke(*command, "--help")
-    assert result.exit_code == 0 and "Usage" in result.stdout
-
-
 def test_table_default_shows_prunable_only(model: str) -> None:
     result = invoke("inspect", model)
     assert result.exit_code == 0

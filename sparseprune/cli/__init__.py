@@ -10,6 +10,7 @@ import os
 
 import typer
 import typer.main
+from typer.core import TyperOption
 
 try:  # Typer >= 0.20 vendors Click
     from typer import _click as click
@@ -34,7 +35,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# --help panels: options grouped by what they are for (the rest stay under "Options").
+OUTPUT_PANEL = ("Output", ("--output", "--format", "--json", "--json-file", "--force"))
+PANELS: dict[str, dict[str, tuple[str, ...]]] = {
+    "prune": {
+        "Selection": (
+            *("--target", "--threshold", "--scope", "--structure", "--block", "--block-pooling"),
+            *("--layers", "--exclude", "--set", "--pattern", "--mask", "--include-bias"),
+            *("--include-unknown", "--config", "--method"),
+        ),
+        "Output": (*OUTPUT_PANEL[1], "--keep-optimizer"),
+        "Verification and data": ("--verify", "--data", "--unsafe", "--custom-objects"),
+        "Fine-tuning (--epochs)": (
+            *("--epochs", "--schedule", "--initial-sparsity", "--begin-step"),
+            *("--end-step", "--frequency", "--power", "--batch-size", "--lr", "--optimizer"),
+            *("--loss", "--metrics", "--strategy", "--seed"),
+        ),
+    },
+}
 _BUILT: dict[str, click.Command] = {}
+
+
+def arrange_help(command: str, params: list[click.Parameter]) -> list[click.Parameter]:
+    """Put options in their panel and drop the type shown after flags (`--force <bool>`)."""
+    panels = PANELS.get(command, dict([OUTPUT_PANEL]))
+    panel_of = {opt: panel for panel, opts in panels.items() for opt in opts}
+    for param in params:
+        if isinstance(param, TyperOption):
+            if param.is_flag and param.metavar is None:
+                param.metavar = ""
+            panel = next((panel_of[o] for o in param.opts if o in panel_of), None)
+            if panel is not None:
+                param.rich_help_panel = panel  # type: ignore[attr-defined]
+    return params
 
 
 class LazyCommands(OneLineErrors):
@@ -48,10 +81,17 @@ class LazyCommands(OneLineErrors):
             return None
         if cmd_name not in _BUILT:
             module, function = COMMANDS[cmd_name]
-            single = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False)
+            single = typer.Typer(
+                rich_markup_mode="rich", pretty_exceptions_enable=False, add_completion=False
+            )
             single.command(cmd_name)(getattr(importlib.import_module(module), function))
-            _BUILT[cmd_name] = typer.main.get_command(single)
+            command = typer.main.get_command(single)
+            arrange_help(cmd_name, command.get_params(ctx))
+            _BUILT[cmd_name] = command
         return _BUILT[cmd_name]
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return arrange_help("", super().get_params(ctx))
 
 
 app = typer.Typer(
