@@ -6,6 +6,8 @@ Library callers catch `SparsePruneError`; the CLI maps `exit_code` onto the proc
 
 from __future__ import annotations
 
+import re
+
 # `sparseprune --debug` sets it: tracebacks, and TensorFlow's start-up logs (also in workers).
 DEBUG_ENV = "SPARSEPRUNE_DEBUG"
 
@@ -30,7 +32,16 @@ class CheckFailed(SparsePruneError):
     exit_code = 1
 
 
+# Terminal escape sequences (Keras styles its errors: "\x1b[1m"): CSI, OSC and 2-byte forms.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def strip_ansi(text: str) -> str:
+    """`text` without terminal escape sequences, so a library's styling never reaches a message."""
+    return ANSI_ESCAPE.sub("", text)
+
+
 def describe(error: BaseException, limit: int = 120) -> str:
     """A short, single-line reason from a low-level exception, for embedding in our messages."""
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = " ".join(strip_ansi(str(error)).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

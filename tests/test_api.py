@@ -196,3 +196,43 @@ def test_readme_python_api_example_runs(tmp_path: Path) -> None:
         assert tensor["zeros_after"] == int(np.count_nonzero(weights[layer][0] == 0))
     head = next(t for t in written["tensors"] if t["name"] == "head/kernel")
     assert head["zeros_after"] <= head["params"] // 2  # the max_sparsity cap held
+
+
+def test_train_and_bench_specs_are_checked_on_construction() -> None:
+    from sparseprune import BenchSpec, TrainSpec
+    from sparseprune.choices import Schedule
+
+    with pytest.raises(InputError, match="'schedule' must be one of 'polynomial', 'constant'"):
+        TrainSpec(data="d.npz", schedule="cosine")
+    with pytest.raises(InputError, match="'strategy'"):
+        TrainSpec(data="d.npz", strategy="tpu")
+    with pytest.raises(InputError, match="--epochs"):
+        TrainSpec(data="d.npz", epochs=0)
+    assert TrainSpec(data=Path("d.npz"), schedule="constant").schedule is Schedule.CONSTANT
+    with pytest.raises(InputError, match="--repeats"):
+        BenchSpec(repeats=1)
+    assert BenchSpec(batch_sizes=[1, 32, 1]).batch_sizes == (1, 32)
+
+
+def test_terminal_escapes_from_libraries_never_reach_a_message(monkeypatch, tmp_path) -> None:
+    from sparseprune.cli import inspect_cmd
+    from sparseprune.errors import describe
+
+    styled = ValueError("\x1b[1mCould not locate class\x1b[0m '\x1b[31mFoo\x1b[0m'")
+    assert describe(styled) == "Could not locate class 'Foo'"
+
+    def keras_like(*args, **kwargs):
+        raise InputError(f"Keras could not load m.keras: {styled}")
+
+    monkeypatch.setattr(inspect_cmd, "inspect_model", keras_like)
+    result = CliRunner().invoke(app, ["inspect", str(MLP)])
+    assert result.exit_code == 2 and "\x1b" not in result.stderr
+    assert "Could not locate class 'Foo'" in result.stderr
+
+
+def test_sizes_are_said_the_right_way_round() -> None:
+    from sparseprune.render.sizes import size_change
+
+    assert size_change(232367, 232369) == "232,367 -> 232,369 bytes (1.00x larger, +2 bytes)"
+    assert size_change(232369, 6443) == "232,369 -> 6,443 bytes (36.07x smaller)"
+    assert size_change(100, 100) == "100 -> 100 bytes (same size)"

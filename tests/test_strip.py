@@ -321,3 +321,70 @@ print([m for m in {HEAVY!r} if m in sys.modules])
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# ---- output options, one test each (the contract every command shares) -------------------
+
+
+@pytest.fixture(scope="module")
+def strip_formats(tfmot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`strip tfmot_mlp.h5` once per output option; ConstantSparsity(0.5) masked half of each."""
+    out = tmp_path_factory.mktemp("strip_formats")
+    options = {
+        **{fmt: ["--format", fmt] for fmt in ("table", "json", "csv", "markdown")},
+        "json_flag": ["--json"],
+        "json_file": ["--format", "csv", "--json-file", str(out / "r.json")],
+    }
+    runs = {}
+    for name, extra in options.items():
+        target = out / f"{name}.h5"
+        result = runner.invoke(
+            app, ["strip", str(tfmot_dir / "tfmot_mlp.h5"), "-o", str(target), *extra]
+        )
+        assert result.exit_code == 0, result.output
+        runs[name] = result.stdout
+    return {"runs": runs, "json_file": out / "r.json"}
+
+
+HALF_MASKED = {"hidden/kernel", "head/kernel"}
+
+
+def test_strip_format_table(strip_formats: dict) -> None:
+    stdout = strip_formats["runs"]["table"]
+    assert "prune_low_magnitude_hidden" in stdout and "50.0%" in stdout
+
+
+def test_strip_format_json(strip_formats: dict) -> None:
+    document = json.loads(strip_formats["runs"]["json"])
+    weights = {w["name"]: w for layer in document["layers"] for w in layer["weights"]}
+    assert set(weights) == HALF_MASKED
+    assert all(w["zeros"] == w["masked"] == w["params"] // 2 for w in weights.values())
+
+
+def test_strip_format_csv(strip_formats: dict) -> None:
+    import csv
+
+    rows = list(csv.DictReader(io.StringIO(strip_formats["runs"]["csv"])))
+    assert {row["weight"] for row in rows} == HALF_MASKED
+    assert all(int(row["zeros"]) * 2 == int(row["params"]) for row in rows)
+
+
+def test_strip_format_markdown(strip_formats: dict) -> None:
+    lines = [
+        line for line in strip_formats["runs"]["markdown"].splitlines() if line.startswith("|")
+    ]
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+    assert {row[3] for row in cells} == HALF_MASKED
+    assert all(int(row[7]) * 2 == int(row[5]) for row in cells)
+
+
+def test_strip_json_flag(strip_formats: dict) -> None:
+    flag = json.loads(strip_formats["runs"]["json_flag"])
+    assert flag["layers"] == json.loads(strip_formats["runs"]["json"])["layers"]
+
+
+def test_strip_json_file(strip_formats: dict) -> None:
+    assert strip_formats["runs"]["json_file"].startswith("wrapper,layer")
+    document = json.loads(strip_formats["json_file"].read_text())
+    weights = {w["name"]: w for layer in document["layers"] for w in layer["weights"]}
+    assert set(weights) == HALF_MASKED

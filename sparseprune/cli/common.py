@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sparseprune.choices import OutputFormat
-from sparseprune.errors import SparsePruneError
+from sparseprune.errors import SparsePruneError, strip_ansi
 from sparseprune.extras import extra_for_module, install_hint
 
 # Options several commands share, declared once so their names and help stay identical.
@@ -88,8 +88,9 @@ def last_error() -> str:
 
 
 def one_line(message: str) -> str:
-    """Escape control characters (names from a file may hold newlines) so errors stay one line."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
+    """Drop terminal escape sequences (Keras styles its errors), then escape the remaining
+    control characters (names from a file may hold newlines) so errors stay one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], strip_ansi(message))
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -7,12 +7,13 @@ the native mask method and the TFMOT bridge follow exactly the same schedule.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
+from sparseprune.choices import Schedule, Strategy
 from sparseprune.errors import InputError
 from sparseprune.numeric.masks import (
     block_scores,
@@ -31,10 +32,6 @@ from sparseprune.numeric.masks import (
 )
 from sparseprune.numeric.stats import exact_threshold
 
-Schedule = Literal["polynomial", "constant"]
-Strategy = Literal["none", "mirrored", "multiworker"]
-Method = Literal["mask", "tfmot"]
-
 # TFMOT's default frequency (100 steps) never prunes a short run on a small dataset. We update the
 # masks several times per epoch and finish pruning half-way, leaving the second half of the run to
 # recover accuracy at the final sparsity (Zhu & Gupta 2017). Measured on the digits MLP at 90%,
@@ -52,14 +49,21 @@ class TrainSpec:
     optimizer: str | None = None  # default: the file's compile settings, else "adam"
     loss: str | None = None  # default: the file's, else inferred from the labels
     metrics: tuple[str, ...] | None = None
-    schedule: Schedule = "polynomial"
+    schedule: Schedule = Schedule.POLYNOMIAL
     initial_sparsity: float = 0.0
     begin_step: int = 0
     end_step: int | None = None  # default: END_FRACTION of all steps
     frequency: int | None = None  # default: steps_per_epoch // UPDATES_PER_EPOCH
     power: float = 3.0
-    strategy: Strategy = "none"
+    strategy: Strategy = Strategy.NONE
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Checked when made: names become their Enum, numbers must be in range."""
+        object.__setattr__(self, "data", os.fspath(self.data))
+        object.__setattr__(self, "schedule", Schedule.parse(self.schedule, "schedule"))
+        object.__setattr__(self, "strategy", Strategy.parse(self.strategy, "strategy"))
+        self.validate()
 
     def validate(self) -> TrainSpec:
         if self.epochs < 1:
