@@ -13,6 +13,7 @@ from sparseprune.cli.common import (
     FormatOption,
     JsonFileOption,
     JsonOption,
+    ThresholdOption,
     UnsafeOption,
     VerifyOption,
     end_on_failures,
@@ -33,9 +34,7 @@ def shrink(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Output file, in the same format as MODEL.")
     ],
-    threshold: Annotated[
-        float, typer.Option("--threshold", "-t", min=0.0, help="|w| <= T counts as zero.")
-    ] = DEFAULT_THRESHOLD,
+    threshold: ThresholdOption = DEFAULT_THRESHOLD,
     force: ForceOption = False,
     output_format: FormatOption = OutputFormat.TABLE,
     as_json: JsonOption = False,
