@@ -422,3 +422,42 @@ def test_keras_hub_is_flagged_but_loadable(tmp_path: Path) -> None:
     (model,) = json.loads(result.stdout)["models"]
     assert model["flags"] == {"keras_hub": ["bert_backbone"]}
     assert check_loadable(str(path), unsafe=False) == "3.15.1"
+
+
+# --- polyglots, both layouts, found by every command (here: inspect, no Keras) ------------------
+
+
+def _zip_in_user_block(tmp_path: Path) -> Path:
+    import h5py
+
+    from handmade import write_keras
+
+    harmless = write_keras(tmp_path / "harmless.keras").read_bytes()
+    path = tmp_path / "userblock.h5"
+    with h5py.File(path, "w", userblock_size=1 << max(9, (len(harmless) - 1).bit_length())) as f:
+        f["x"] = [1.0]
+    with open(path, "r+b") as handle:
+        handle.write(harmless)
+    return path
+
+
+def _zip_after_hdf5(tmp_path: Path) -> Path:
+    from handmade import weights_h5_bytes, write_keras
+
+    path = tmp_path / "appended.keras"
+    path.write_bytes(weights_h5_bytes() + write_keras(tmp_path / "z.keras").read_bytes())
+    return path
+
+
+@pytest.mark.parametrize("build", [_zip_in_user_block, _zip_after_hdf5])
+def test_polyglot_is_refused_by_the_reader(tmp_path: Path, build) -> None:
+    import zipfile
+
+    from typer.testing import CliRunner
+
+    from sparseprune.cli import app
+
+    path = build(tmp_path)
+    assert zipfile.is_zipfile(path)  # both readings really exist
+    result = CliRunner().invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 2 and "reads both" in result.stderr, result.output
