@@ -21,6 +21,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 ZOO = r"""
 import json, shutil, sys
+from pathlib import Path
 import numpy as np
 import keras
 L = keras.layers
