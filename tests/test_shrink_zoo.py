@@ -133,7 +133,7 @@ print("REPORT" + json.dumps(report))
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def zoo(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> dict:
     out = tmp_path_factory.mktemp("shrink_zoo")
     run = subprocess.run(
         [sys.executable, "-c", ZOO, str(out)], env=ENV, capture_output=True, text=True,
