@@ -285,6 +285,10 @@ for path in spec["files"]:
         run(["export", path, "-o", out], path, out)
     run(["bench", path, "--repeats", "2", "--warmup", "0", "--batch-size", "1"], path)
     Path(out).unlink(missing_ok=True)
+for data in spec["bad_data"]:  # an .npz whose header declares terabytes, a plain .npy
+    out = str(folder / "out" / "written.tflite")
+    run(["evaluate", spec["intact"], "--data", data], data)
+    run(["export", spec["intact"], "-o", out, "--data", data, "--quantize", "int8"], data, out)
 Path(sys.argv[2]).write_text(json.dumps(runs))
 """
 
@@ -328,7 +332,15 @@ def test_keras_commands_on_mutated_files(bases: Bases, tmp_path: Path) -> None:
     intact = folder / "intact.keras"
     intact.write_bytes(bases["mlp.keras"])
     hashes = {p: sha256(Path(p).read_bytes()) for p in [*files, str(intact)]}
+    bad_data = [str(folder / "tb.npz"), str(folder / "x.npy")]
+    header = io.BytesIO()
+    fields = {"descr": "<f4", "fortran_order": False, "shape": (1 << 20, 1 << 20)}
+    np.lib.format.write_array_header_1_0(header, fields)
+    with zipfile.ZipFile(bad_data[0], "w") as archive:
+        archive.writestr("x_val.npy", header.getvalue() + b"\0" * 64)
+    np.save(bad_data[1], np.ones((4, 64), np.float32))
     spec = {
+        "bad_data": bad_data,
         "folder": str(folder),
         "intact": str(intact),
         "files": files,
@@ -351,6 +363,8 @@ def test_keras_commands_on_mutated_files(bases: Bases, tmp_path: Path) -> None:
     assert commands == {"evaluate", "compare", "bench", "export"}
     tflite_runs = [r for r in runs if r["args"][0] == "bench" and r["watched"].endswith(".tflite")]
     assert len(tflite_runs) == 4 and any(r["code"] == 2 for r in tflite_runs)
+    refused = [r for r in runs if r["watched"] in bad_data]
+    assert len(refused) == 4 and all(r["code"] == 2 for r in refused), refused
     for run in runs:
         what = " ".join(Path(a).name if "/" in a else a for a in run["args"])
         assert_contract(run["code"], run["output"], run["stderr"], run["crashed"], what)
