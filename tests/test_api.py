@@ -68,6 +68,7 @@ def run_python(code: str, cwd: Path | None = None) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.tensorflow  # resolves the Keras-side names too
 def test_import_is_light_and_every_public_name_resolves() -> None:
     code = f"""
 import sys
@@ -82,6 +83,7 @@ print(before, after, len(names))
     assert result.stdout.split() == ["[]", "[]", str(len(sparseprune.__all__))]
 
 
+@pytest.mark.tensorflow  # resolves the Keras-side names too
 def test_every_command_function_is_exported_with_keyword_only_options() -> None:
     for name in FUNCTIONS:
         function = getattr(sparseprune, name)
@@ -183,6 +185,7 @@ def readme_example() -> str:
     return blocks[0]
 
 
+@pytest.mark.tensorflow  # resolves the Keras-side names too
 def test_readme_python_api_example_runs(tmp_path: Path) -> None:
     shutil.copy(MLP, tmp_path / "mlp.keras")
     shutil.copy(SAMPLES / "digits.npz", tmp_path / "digits.npz")
@@ -198,6 +201,7 @@ def test_readme_python_api_example_runs(tmp_path: Path) -> None:
     assert head["zeros_after"] <= head["params"] // 2  # the max_sparsity cap held
 
 
+@pytest.mark.tensorflow  # BenchSpec lives on the Keras side
 def test_train_and_bench_specs_are_checked_on_construction() -> None:
     from sparseprune import BenchSpec, TrainSpec
     from sparseprune.choices import Schedule

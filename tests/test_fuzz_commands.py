@@ -66,7 +66,7 @@ class Bases(dict):
 
 
 @pytest.fixture(scope="module")
-def bases(tmp_path_factory: pytest.TempPathFactory) -> Bases:
+def bases(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> Bases:
     """The sample files, plus TFMOT-wrapped files for `strip` (made in a subprocess)."""
     found = Bases({name: (SAMPLES / name).read_bytes() for name in SAMPLE_BASES})
     out = tmp_path_factory.mktemp("tfmot")

@@ -15,6 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "sparseprune"
 HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization")
 KERAS_SIDE = ("keras_ops", "keras")  # folders under sparseprune/ allowed to import Keras
+KERAS_PACKAGES = [["sparseprune", folder] for folder in KERAS_SIDE]
 
 
 def _is_keras_side(path: Path) -> bool:
@@ -35,6 +36,17 @@ def _imported_roots(path: Path) -> set[str]:
     return roots
 
 
+def _module_level_imports(path: Path) -> set[str]:
+    """Modules imported by top-level statements (not in functions, not under TYPE_CHECKING)."""
+    names = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
 def _module_name(path: Path) -> str:
     parts = ("sparseprune", *path.relative_to(PACKAGE).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -45,6 +57,18 @@ def test_light_side_has_no_heavy_import_statement() -> None:
         str(p.relative_to(PACKAGE)): sorted(_imported_roots(p) & set(HEAVY)) for p in _light_files()
     }
     assert {name: roots for name, roots in offenders.items() if roots} == {}
+
+
+def test_light_side_imports_the_keras_side_only_inside_functions() -> None:
+    """Importing keras_ops needs the [tensorflow] extra, so the core install could not import
+    a light module that does so at module level."""
+    offenders = {
+        str(p.relative_to(PACKAGE)): sorted(
+            n for n in _module_level_imports(p) if n.split(".")[:2] in KERAS_PACKAGES
+        )
+        for p in _light_files()
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
 
 
 def test_importing_every_light_module_keeps_tensorflow_out() -> None:

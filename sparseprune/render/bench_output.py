@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sparseprune.keras_ops.bench import BenchResult
-from sparseprune.keras_ops.export import ExportResult
-from sparseprune.keras_ops.serving import ServingResult
 from sparseprune.render.sizes import size_change
 from sparseprune.render.tabular import Rows
+
+if TYPE_CHECKING:  # result types only: rendering never loads the Keras side
+    from sparseprune.keras_ops.bench import BenchResult
+    from sparseprune.keras_ops.export import ExportResult
+    from sparseprune.keras_ops.serving import ServingResult
 
 COUNT_KEYS = ("file_size", "params", "nonzero_params", "macs", "macs_nonzero")
 LATENCY_KEYS = ("batch_size", "median_ms", "p90_ms", "spread", "throughput")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sparseprune.keras_ops.evaluate import EvaluateResult
 from sparseprune.render.tabular import Rows
+
+if TYPE_CHECKING:  # result types only: rendering never loads the Keras side
+    from sparseprune.keras_ops.evaluate import EvaluateResult
 
 
 def document(result: EvaluateResult) -> dict[str, Any]:
