@@ -30,9 +30,16 @@ def _roles(layer: Any) -> list[str]:
         config = layer.get_config()
     except Exception:
         config = {}
-    found = slots(type(layer).__name__, config if isinstance(config, dict) else {})
-    if found is not None and len(found) == len(layer.weights):
-        return [slot.role for slot in found]
+    keras2 = type(layer).__module__.startswith("tf_keras")  # tf_keras names a few differently
+    found = [
+        s
+        for s in slots(type(layer).__name__, config if isinstance(config, dict) else {}, keras2)
+        or []
+        if s.alias is None
+    ]
+    for candidate in (found, [s for s in found if not s.optional]):  # parts built per call
+        if candidate and len(candidate) == len(layer.weights):
+            return [slot.role for slot in candidate]
     return [_role(variable) for variable in layer.weights]
 
 
