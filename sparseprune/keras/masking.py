@@ -1,0 +1,137 @@
+"""Mask computation in `keras.ops`: runs inside the compiled train step on every backend.
+
+The same rules as the numpy side (`sparseprune.masks`): a tensor of n weights at sparsity s
+keeps k = round(n(1 - s)) (float32, half to even); among equal magnitudes the lower flat index
+is pruned first; NaN is never pruned. Blocks follow TFMOT: |w| average-pooled over
+`block_size` tiles of a 2-D kernel (edge tiles average only their real entries), the keep-k rule
+applied to the tiles, each tile's decision spread back over it. N:M groups run along the input
+axis (axis -2), as TFMOT's `sparsity_m_by_n` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+from keras import ops
+
+
+def stable_argsort(values: Any, axis: int = -1) -> Any:
+    """Ascending order along `axis`, ties in index order (tf.argsort is unstable by default)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.argsort(values, axis=axis, stable=True)
+    return ops.argsort(values, axis=axis)
+
+
+def ranks(scores: Any) -> Any:
+    """Rank of each entry of a 1-D tensor in (score, index) order, as int32."""
+    order = ops.cast(stable_argsort(scores), "int32")
+    size = int(scores.shape[0])
+    return ops.scatter(ops.expand_dims(order, -1), ops.arange(size, dtype="int32"), (size,))
+
+
+def prune_count(size: int, sparsity: Any) -> Any:
+    """n - round(n(1 - s)) as an int32 tensor."""
+    keep = ops.round(ops.cast(size, "float32") * (1.0 - ops.cast(sparsity, "float32")))
+    return size - ops.cast(keep, "int32")
+
+
+def magnitude_scores(values: Any) -> Any:
+    """|w| flattened as float32, NaN mapped above every number so it is never pruned."""
+    flat = ops.abs(ops.cast(ops.reshape(values, (-1,)), "float32"))
+    return ops.where(ops.isnan(flat), float("inf"), flat)
+
+
+def smallest_mask(scores: Any, count: Any) -> Any:
+    """1.0 where kept: all but the `count` smallest scores of a 1-D tensor."""
+    return ops.cast(ops.greater_equal(ranks(scores), count), "float32")
+
+
+def magnitude_mask(values: Any, sparsity: Any) -> Any:
+    size = math.prod(values.shape)
+    keep = smallest_mask(magnitude_scores(values), prune_count(size, sparsity))
+    return ops.reshape(keep, values.shape)
+
+
+def block_mask(values: Any, sparsity: Any, block: Sequence[int]) -> Any:
+    """TFMOT's block pruning of a 2-D kernel: rank tiles by mean |w|, keep round(tiles(1-s))."""
+    rows, cols = int(values.shape[0]), int(values.shape[1])
+    height, width = int(block[0]), int(block[1])
+    tiles_r, tiles_c = -(-rows // height), -(-cols // width)
+    padded = ops.pad(
+        ops.abs(ops.cast(values, "float32")),
+        ((0, tiles_r * height - rows), (0, tiles_c * width - cols)),
+    )
+    sums = ops.sum(ops.reshape(padded, (tiles_r, height, tiles_c, width)), axis=(1, 3))
+    counts = _tile_counts(rows, cols, height, width)
+    means = ops.reshape(sums / counts, (-1,))
+    means = ops.where(ops.isnan(means), float("inf"), means)
+    keep = ops.reshape(smallest_mask(means, prune_count(tiles_r * tiles_c, sparsity)), sums.shape)
+    spread = ops.repeat(ops.repeat(keep, height, axis=0), width, axis=1)
+    return spread[:rows, :cols]
+
+
+def _tile_counts(rows: int, cols: int, height: int, width: int) -> Any:
+    """Real entries per tile (edge tiles are partial), so averages ignore the padding."""
+    import numpy as np
+
+    r = np.minimum(height, rows - np.arange(0, rows, height))
+    c = np.minimum(width, cols - np.arange(0, cols, width))
+    return ops.convert_to_tensor(np.outer(r, c).astype("float32"))
+
+
+def m_by_n_mask(values: Any, zeros: int, group: int) -> Any:
+    """In every `group` consecutive weights along axis -2, prune the `zeros` smallest |w|."""
+    moved = ops.moveaxis(ops.abs(ops.cast(values, "float32")), -2, -1)
+    shape = moved.shape
+    if shape[-1] % group:
+        raise ValueError(f"axis of size {shape[-1]} is not a multiple of {group} for N:M")
+    groups = ops.reshape(moved, (-1, group))
+    groups = ops.where(ops.isnan(groups), float("inf"), groups)
+    # Rank inside each group, ties by position (lower position pruned first).
+    within = stable_argsort(ops.cast(stable_argsort(groups), "int32"))
+    keep = ops.cast(ops.greater_equal(within, zeros), "float32")
+    return ops.moveaxis(ops.reshape(keep, shape), -1, -2)
+
+
+def unit_mask(values: Any, sparsity: Any) -> Any:
+    """Prune whole output units (last axis) with the smallest L2 norms of their slices."""
+    units = int(values.shape[-1])
+    flat = ops.reshape(ops.cast(values, "float32"), (-1, units))
+    norms = ops.sqrt(ops.sum(flat * flat, axis=0))
+    norms = ops.where(ops.isnan(norms), float("inf"), norms)
+    keep = smallest_mask(norms, prune_count(units, sparsity))
+    return ops.broadcast_to(keep, values.shape)
+
+
+def threshold_mask(values: Any, threshold: float) -> Any:
+    """0.0 where |w| <= threshold (the lossless clean-up), 1.0 elsewhere."""
+    return ops.cast(ops.greater(ops.abs(ops.cast(values, "float32")), threshold), "float32")
+
+
+def global_masks(
+    scores: Sequence[Any], sparsity: Any, caps: Sequence[int | None]
+) -> list[Any]:
+    """Exact global selection with per-tensor caps, ties by (tensor, flat index).
+
+    A tensor can only give up its `cap` smallest entries, so those are its only candidates;
+    the globally smallest `count` candidates are then exactly the capped selection.
+    """
+    sizes = [int(s.shape[0]) for s in scores]
+    count = prune_count(sum(sizes), sparsity)
+    candidates = []
+    for size, score, cap in zip(sizes, scores, caps, strict=True):
+        limit = size if cap is None else cap
+        candidates.append(ops.where(ops.less(ranks(score), limit), score, float("inf")))
+    pooled = ops.concatenate(candidates)
+    chosen = ops.less(ranks(pooled), count)
+    allowed = ops.logical_and(chosen, ops.logical_not(ops.isinf(pooled)))
+    out, start = [], 0
+    for size in sizes:
+        out.append(ops.cast(ops.logical_not(allowed[start : start + size]), "float32"))
+        start += size
+    return out

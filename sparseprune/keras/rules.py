@@ -1,0 +1,129 @@
+"""Which weights a wrapper prunes and how: data, serialized in the layer's config.
+
+`WeightRule` says how one variable of a wrapped layer is masked; `prunable_weights` finds the
+variables TFMOT prunes by default for Keras 3's built-in layers (the same table as the file side,
+`sparseprune.registry`), or asks a `PrunableLayer`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from sparseprune.keras.schedules import PruningSchedule, deserialize, serialize
+
+METHODS = ("magnitude", "units", "fixed", "threshold", "global", "global_units")
+
+# Keras 3 class -> attribute paths of the variables TFMOT prunes by default.
+PRUNABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "Dense": ("kernel",),
+    "EinsumDense": ("kernel",),
+    "Conv1D": ("kernel",),
+    "Conv2D": ("kernel",),
+    "Conv3D": ("kernel",),
+    "Conv1DTranspose": ("kernel",),
+    "Conv2DTranspose": ("kernel",),
+    "Conv3DTranspose": ("kernel",),
+    "DepthwiseConv1D": ("depthwise_kernel",),
+    "DepthwiseConv2D": ("depthwise_kernel",),
+    "SeparableConv1D": ("pointwise_kernel",),
+    "SeparableConv2D": ("pointwise_kernel",),
+    "Embedding": ("embeddings",),
+    "SimpleRNN": ("cell.kernel", "cell.recurrent_kernel"),
+    "LSTM": ("cell.kernel", "cell.recurrent_kernel"),
+    "GRU": ("cell.kernel", "cell.recurrent_kernel"),
+}
+
+
+class PrunableLayer:
+    """Mixin for custom layers: return the variables to prune from `get_prunable_weights()`."""
+
+    def get_prunable_weights(self) -> list[Any]:
+        raise NotImplementedError("a PrunableLayer must implement get_prunable_weights()")
+
+
+def role(variable: Any) -> str:
+    """A variable's own name inside its layer (`kernel`, `recurrent_kernel`, ...)."""
+    path = getattr(variable, "path", None) or variable.name
+    return path.split("/")[-1].split(":")[0]
+
+
+def prunable_weights(layer: Any) -> list[Any] | None:
+    """The variables TFMOT would prune, or None when the layer class is not supported."""
+    if isinstance(layer, PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    attributes = PRUNABLE_ATTRIBUTES.get(type(layer).__name__)
+    if attributes is None:
+        return None
+    out = []
+    for attribute in attributes:
+        value = layer
+        for part in attribute.split("."):
+            value = getattr(value, part)
+        out.append(value)
+    return out
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    """How one variable is masked. `schedule` None means the wrapper's schedule."""
+
+    method: str = "magnitude"
+    schedule: PruningSchedule | None = None
+    block: tuple[int, int] | None = None
+    m_by_n: tuple[int, int] | None = None
+    threshold: float | None = None
+    pool: str | None = None  # global pools: a name shared by the member rules
+    cap: float | None = None  # most this variable may give up in a pool (fraction)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"rule method must be one of {', '.join(METHODS)}, got {self.method}")
+
+    def to_config(self) -> dict:
+        config = asdict(self)
+        config["schedule"] = serialize(self.schedule) if self.schedule is not None else None
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> WeightRule:
+        config = dict(config)
+        if config.get("schedule") is not None:
+            config["schedule"] = deserialize(config["schedule"])
+        for key in ("block", "m_by_n"):
+            if config.get(key) is not None:
+                config[key] = tuple(config[key])
+        return cls(**config)
+
+    def with_schedule(self, schedule: PruningSchedule) -> WeightRule:
+        return self if self.schedule is not None else replace(self, schedule=schedule)
+
+
+class GlobalPool:
+    """Members of one global selection: (wrapper, role, cap) in registration order.
+
+    Every member computes the same selection over all members at update steps and keeps its
+    share, so no layer needs a reference to the model. A second registration of a member with
+    the same name (the model was loaded again) starts a new member list.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: list[tuple[weakref.ref, str, float | None]] = []
+
+    def register(self, wrapper: Any, weight_role: str, cap: float | None) -> None:
+        alive = [(ref, r, c) for ref, r, c in self.members if ref() is not None]
+        if any(ref().name == wrapper.name and r == weight_role for ref, r, _ in alive):
+            alive = []
+        self.members = [*alive, (weakref.ref(wrapper), weight_role, cap)]
+
+    def live_members(self) -> list[tuple[Any, str, float | None]]:
+        return [(ref(), r, c) for ref, r, c in self.members if ref() is not None]
+
+
+POOLS: dict[str, GlobalPool] = {}
+
+
+def pool(name: str) -> GlobalPool:
+    return POOLS.setdefault(name, GlobalPool(name))

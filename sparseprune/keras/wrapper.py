@@ -1,0 +1,258 @@
+"""`PruneLowMagnitude`: a wrapper layer whose call masks the wrapped layer's weights.
+
+Why a wrapper and not a callback or a constraint: the mask is applied in the forward pass
+(`w * mask` is what the wrapped layer sees, through a `keras.StatelessScope`), and masks and the
+step counter are non-trainable variables updated inside `call`. Everything is therefore part of
+the compiled train step on TensorFlow (`tf.function`, XLA), JAX (`jit`, stateless) and PyTorch,
+works with `steps_per_execution` and distribution strategies (variables aggregate
+`only_first_replica`: every replica computes the same mask), and the gradient of a pruned weight
+is exactly zero. A variable constraint would not do: on JAX it would read the mask as a constant
+captured at trace time. The raw variables keep their values under the mask; `strip_pruning` and
+`apply_masks` fold the masks in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+from keras.src.backend.common.stateless_scope import get_stateless_scope, in_stateless_scope
+
+from sparseprune.keras import masking
+from sparseprune.keras.rules import WeightRule, pool, prunable_weights, role
+from sparseprune.keras.schedules import (
+    PACKAGE,
+    ConstantSparsity,
+    PruningSchedule,
+    deserialize,
+    serialize,
+)
+from sparseprune.masks import prune_count
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Prunes the wrapped layer's weights during training (TFMOT's wrapper, every backend)."""
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        pruning_schedule: PruningSchedule | dict | None = None,
+        block_size: Sequence[int] = (1, 1),
+        block_pooling_type: str = "AVG",
+        sparsity_m_by_n: Sequence[int] | None = None,
+        rules: dict[str, WeightRule | dict] | None = None,
+        masks: dict[str, np.ndarray] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = deserialize(pruning_schedule or ConstantSparsity(0.5, 0))
+        self.block_size = tuple(int(b) for b in block_size)
+        if block_pooling_type != "AVG":
+            raise ValueError("block_pooling_type must be 'AVG' (TFMOT's default); MAX is not kept.")
+        self.block_pooling_type = block_pooling_type
+        self.sparsity_m_by_n = tuple(sparsity_m_by_n) if sparsity_m_by_n else None
+        if self.sparsity_m_by_n and self.sparsity_m_by_n[0] >= self.sparsity_m_by_n[1]:
+            raise ValueError(f"sparsity_m_by_n {self.sparsity_m_by_n}: m must be less than n.")
+        self.rules = None if rules is None else {
+            name: r if isinstance(r, WeightRule) else WeightRule.from_config(r)
+            for name, r in rules.items()
+        }
+        self._initial_masks = dict(masks or {})
+        if self.rules is None and prunable_weights(layer) is None:
+            raise ValueError(
+                f"layer {layer.name} ({type(layer).__name__}) is not prunable: use a layer with "
+                "a kernel (Dense, Conv, Embedding, RNN, ...) or implement PrunableLayer."
+            )
+        self.pairs: list[tuple[Any, Any, WeightRule]] = []
+
+    # ---------------------------------------------------------------- build
+    def build(self, input_shape: Any = None) -> None:
+        super().build(input_shape)
+        chosen = self._chosen_rules()
+        for variable, rule in chosen:
+            name = role(variable)
+            mask = self.add_weight(
+                name=f"{name}_mask",
+                shape=variable.shape,
+                dtype=variable.dtype,
+                initializer="ones",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+            if name in self._initial_masks:
+                mask.assign(_given_mask(self._initial_masks[name], variable.shape))
+            self.pairs.append((variable, mask, rule))
+            if rule.pool is not None:
+                pool(rule.pool).register(self, name, rule.cap)
+        self.pruning_step = self.add_weight(
+            name="pruning_step",
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.built = True
+
+    def _chosen_rules(self) -> list[tuple[Any, WeightRule]]:
+        if self.rules is not None:
+            by_role = {role(v): v for v in self.layer.weights}
+            missing = [name for name in self.rules if name not in by_role]
+            if missing:
+                raise ValueError(f"layer {self.layer.name} has no weight named {missing[0]}")
+            return [
+                (by_role[n], r.with_schedule(self.pruning_schedule)) for n, r in self.rules.items()
+            ]
+        rule = WeightRule(
+            schedule=self.pruning_schedule,
+            block=self.block_size if self.block_size != (1, 1) else None,
+            m_by_n=self.sparsity_m_by_n,
+        )
+        variables = prunable_weights(self.layer) or []
+        if rule.block is not None:
+            for variable in variables:
+                if len([d for d in variable.shape if d != 1]) != 2:
+                    raise ValueError(
+                        "Block Sparsity can only be used for layers which have 2-dimensional "
+                        f"weights ({self.layer.name}/{role(variable)} is {variable.shape})."
+                    )
+        return [(variable, rule) for variable in variables]
+
+    # ---------------------------------------------------------------- call
+    def call(self, inputs: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        if training:
+            self._update_masks()
+        return self._masked_call(inputs, training=training, **kwargs)
+
+    def compute_output_spec(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("training", None)
+        return self.layer.compute_output_spec(inputs, *args, **kwargs)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def _masked_call(self, inputs: Any, **kwargs: Any) -> Any:
+        """Call the wrapped layer seeing `w * mask` for each pruned `w`."""
+        masked = {id(w): ops.multiply(w.value, ops.cast(m.value, w.dtype)) for w, m, _ in self.pairs}
+        outer = in_stateless_scope()
+        variables = self.layer.variables
+        mapping = [
+            (v, masked[id(v)] if id(v) in masked else v.value)
+            for v in variables
+            if outer or id(v) in masked
+        ]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = self.layer(inputs, **kwargs)
+        given = {id(k): value for k, value in mapping}
+        for v in variables:  # carry the wrapped layer's own updates (e.g. statistics) out
+            value = scope.get_current_value(v)
+            if id(v) not in masked and value is not None and value is not given.get(id(v)):
+                v.assign(value)
+        for loss in scope.losses:
+            self.add_loss(loss)
+        return outputs
+
+    # ---------------------------------------------------------------- masks
+    def _update_masks(self) -> None:
+        step = self.pruning_step.value
+        for weight, mask, rule in self.pairs:
+            if rule.method == "fixed":
+                continue
+            should, sparsity = rule.schedule(step)
+            current = mask.value
+
+            def new_mask(w=weight, m=mask, r=rule, s=sparsity):
+                return ops.cast(self._compute_mask(w, m, r, s), m.dtype)
+
+            mask.assign(ops.cond(should, new_mask, lambda c=current: c))
+        self.pruning_step.assign(step + 1)
+
+    def _compute_mask(self, weight: Any, mask: Any, rule: WeightRule, sparsity: Any) -> Any:
+        values = ops.multiply(weight.value, ops.cast(mask.value, weight.dtype))
+        if rule.method == "magnitude":
+            keep = self._magnitude(values, rule, sparsity)
+        elif rule.method == "units":
+            keep = masking.unit_mask(values, sparsity)
+        elif rule.method in ("global", "global_units"):
+            keep = self._pool_share(weight, rule, sparsity)
+        else:  # threshold only
+            keep = ops.ones(values.shape, "float32")
+        if rule.threshold is not None:
+            keep = keep * masking.threshold_mask(values, rule.threshold)
+        return keep
+
+    @staticmethod
+    def _magnitude(values: Any, rule: WeightRule, sparsity: Any) -> Any:
+        if rule.m_by_n is not None:
+            return masking.m_by_n_mask(values, rule.m_by_n[0], rule.m_by_n[1])
+        if rule.block is not None:
+            shape = values.shape
+            squeezed = ops.reshape(values, [d for d in shape if d != 1])
+            return ops.reshape(masking.block_mask(squeezed, sparsity, rule.block), shape)
+        return masking.magnitude_mask(values, sparsity)
+
+    def _pool_share(self, weight: Any, rule: WeightRule, sparsity: Any) -> Any:
+        """Compute the whole pool's selection (identical in every member) and keep ours."""
+        units = rule.method == "global_units"
+        members = pool(rule.pool).live_members()
+        scores, caps, mine = [], [], None
+        for wrapper, name, cap in members:
+            w, m = wrapper.weight_and_mask(name)
+            values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
+            score = _unit_norms(values) if units else masking.magnitude_scores(values)
+            size = int(score.shape[0])
+            scores.append(score)
+            caps.append(None if cap is None else prune_count(size, cap))
+            if w is weight:
+                mine = len(scores) - 1
+        keep = masking.global_masks(scores, sparsity, caps)[mine]
+        if units:
+            return ops.broadcast_to(keep, weight.shape)
+        return ops.reshape(keep, weight.shape)
+
+    def weight_and_mask(self, name: str) -> tuple[Any, Any]:
+        for weight, mask, _ in self.pairs:
+            if role(weight) == name:
+                return weight, mask
+        raise KeyError(name)
+
+    # ---------------------------------------------------------------- config
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "pruning_schedule": serialize(self.pruning_schedule),
+                "block_size": list(self.block_size),
+                "block_pooling_type": self.block_pooling_type,
+                "sparsity_m_by_n": list(self.sparsity_m_by_n) if self.sparsity_m_by_n else None,
+                "rules": None
+                if self.rules is None
+                else {name: rule.to_config() for name, rule in self.rules.items()},
+            }
+        )
+        return config
+
+
+def _unit_norms(values: Any) -> Any:
+    units = int(values.shape[-1])
+    flat = ops.reshape(ops.cast(values, "float32"), (-1, units))
+    norms = ops.sqrt(ops.sum(flat * flat, axis=0))
+    return ops.where(ops.isnan(norms), float("inf"), norms)
+
+
+def _given_mask(values: np.ndarray, shape: Any) -> np.ndarray:
+    array = np.asarray(values)
+    if array.shape != tuple(shape):
+        raise ValueError(f"mask of shape {array.shape} does not fit a weight of shape {shape}")
+    return (array != 0).astype("float32")
+
+
+def wrappers(model: Any) -> list[PruneLowMagnitude]:
+    """Every PruneLowMagnitude inside a model or layer, nested models included."""
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    return [layer for layer in layers if isinstance(layer, PruneLowMagnitude)]
