@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from sparseprune.keras.rules import WeightRule, prunable_weights, role
+from sparseprune.keras.rules import WeightRule, is_supported, prunable_weights, role
 from sparseprune.keras.schedules import ConstantSparsity, PruningSchedule
 from sparseprune.keras.wrapper import PruneLowMagnitude, wrappers
 
@@ -85,7 +85,7 @@ def _prune_model(model, settings, policy, masks, pool, caps):
             return _prune_model(layer, settings, policy, masks, pool, caps)
         if policy is not None and not policy.allow_pruning(layer):
             return layer
-        if not prunable_weights(layer):
+        if not is_supported(layer) or (layer.built and not prunable_weights(layer)):
             return layer
         return _wrap_layer(layer, settings, masks, pool, caps)
 

@@ -7,6 +7,7 @@ that the model has something to prune. `PruningSummaries` logs sparsity per laye
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
 class PruningSummaries(keras.callbacks.Callback):
     """Sparsity per wrapped layer at each epoch end: into `logs` (History, CSVLogger see it) as
     `sparsity/<layer>`, appended to `<log_dir>/sparsity.jsonl`, and as TensorBoard scalars when
-    the backend is TensorFlow."""
+    the backend is TensorFlow and tensorboard is installed."""
 
     def __init__(self, log_dir: str | Path | None = None, update_freq: str = "epoch") -> None:
         super().__init__()
@@ -51,7 +52,7 @@ class PruningSummaries(keras.callbacks.Callback):
         self._tensorboard(epoch, sparsity)
 
     def _tensorboard(self, epoch: int, sparsity: dict[str, float]) -> None:
-        if keras.backend.backend() != "tensorflow":
+        if keras.backend.backend() != "tensorflow" or importlib.util.find_spec("tensorboard") is None:
             return
         import tensorflow as tf
 

@@ -49,6 +49,11 @@ def role(variable: Any) -> str:
     return path.split("/")[-1].split(":")[0]
 
 
+def is_supported(layer: Any) -> bool:
+    """True for PrunableLayers and the built-in classes of the table (no need to be built)."""
+    return hasattr(layer, "get_prunable_weights") or type(layer).__name__ in PRUNABLE_ATTRIBUTES
+
+
 def prunable_weights(layer: Any) -> list[Any] | None:
     """The variables TFMOT would prune, or None when the layer class is not supported."""
     if isinstance(layer, PrunableLayer) or hasattr(layer, "get_prunable_weights"):

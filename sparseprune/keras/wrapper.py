@@ -22,7 +22,7 @@ from keras import ops
 from keras.src.backend.common.stateless_scope import get_stateless_scope, in_stateless_scope
 
 from sparseprune.keras import masking
-from sparseprune.keras.rules import WeightRule, pool, prunable_weights, role
+from sparseprune.keras.rules import WeightRule, is_supported, pool, prunable_weights, role
 from sparseprune.keras.schedules import (
     PACKAGE,
     ConstantSparsity,
@@ -63,7 +63,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for name, r in rules.items()
         }
         self._initial_masks = dict(masks or {})
-        if self.rules is None and prunable_weights(layer) is None:
+        if self.rules is None and not is_supported(layer):
             raise ValueError(
                 f"layer {layer.name} ({type(layer).__name__}) is not prunable: use a layer with "
                 "a kernel (Dense, Conv, Embedding, RNN, ...) or implement PrunableLayer."
