@@ -111,15 +111,15 @@ def _wrap_layer(layer, settings, masks, pool, caps) -> PruneLowMagnitude:
             rules[role(variable)] = WeightRule(method="fixed")
             initial[role(variable)] = np.asarray(given)
         else:
-            rules[role(variable)] = WeightRule(
-                method="global", pool=pool, cap=caps.get(layer.name)
-            )
+            rules[role(variable)] = WeightRule(method="global", pool=pool, cap=caps.get(layer.name))
     return PruneLowMagnitude(layer, rules=rules, masks=initial, **settings)
 
 
 def _is_graph_model(model: Any) -> bool:
-    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or (
-        getattr(model, "_is_graph_network", False)
+    return (
+        isinstance(model, keras.Sequential)
+        or type(model).__name__ == "Functional"
+        or (getattr(model, "_is_graph_network", False))
     )
 
 

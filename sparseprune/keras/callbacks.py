@@ -52,7 +52,10 @@ class PruningSummaries(keras.callbacks.Callback):
         self._tensorboard(epoch, sparsity)
 
     def _tensorboard(self, epoch: int, sparsity: dict[str, float]) -> None:
-        if keras.backend.backend() != "tensorflow" or importlib.util.find_spec("tensorboard") is None:
+        if (
+            keras.backend.backend() != "tensorflow"
+            or importlib.util.find_spec("tensorboard") is None
+        ):
             return
         import tensorflow as tf
 

@@ -29,9 +29,8 @@ def stable_argsort(values: Any, axis: int = -1) -> Any:
 
 def ranks(scores: Any) -> Any:
     """Rank of each entry of a 1-D tensor in (score, index) order, as int32."""
-    order = ops.cast(stable_argsort(scores), "int32")
-    size = int(scores.shape[0])
-    return ops.scatter(ops.expand_dims(order, -1), ops.arange(size, dtype="int32"), (size,))
+    order = stable_argsort(scores)
+    return ops.cast(ops.argsort(order), "int32")  # inverse permutation (no ties left)
 
 
 def prune_count(size: int, sparsity: Any) -> Any:
@@ -113,9 +112,7 @@ def threshold_mask(values: Any, threshold: float) -> Any:
     return ops.cast(ops.greater(ops.abs(ops.cast(values, "float32")), threshold), "float32")
 
 
-def global_masks(
-    scores: Sequence[Any], sparsity: Any, caps: Sequence[int | None]
-) -> list[Any]:
+def global_masks(scores: Sequence[Any], sparsity: Any, caps: Sequence[int | None]) -> list[Any]:
     """Exact global selection with per-tensor caps, ties by (tensor, flat index).
 
     A tensor can only give up its `cap` smallest entries, so those are its only candidates;

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 PACKAGE = "sparseprune"
@@ -27,6 +28,15 @@ class PruningSchedule:
     @classmethod
     def from_config(cls, config: dict) -> PruningSchedule:
         return cls(**config)
+
+    def at(self, step: int) -> tuple[bool, float]:
+        """The schedule at a concrete step, as Python values (eager backends)."""
+        should, sparsity = self(step)
+        return bool(ops.convert_to_numpy(should)), float(ops.convert_to_numpy(sparsity))
+
+    @staticmethod
+    def _in_step(step: int, begin: int, end: int, frequency: int) -> bool:
+        return step >= begin and (step <= end or end < 0) and (step - begin) % frequency == 0
 
     @staticmethod
     def _should_prune_in_step(step: Any, begin: int, end: int, frequency: int) -> Any:
@@ -75,6 +85,10 @@ class ConstantSparsity(PruningSchedule):
         should = self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency)
         return should, ops.convert_to_tensor(self.target_sparsity, "float32")
 
+    def at(self, step: int) -> tuple[bool, float]:
+        should = self._in_step(step, self.begin_step, self.end_step, self.frequency)
+        return should, self.target_sparsity
+
     def final_sparsity(self) -> float:
         return self.target_sparsity
 
@@ -118,6 +132,18 @@ class PolynomialDecay(PruningSchedule):
         scale = ops.power(1.0 - progress, float(self.power))
         return self.final_sparsity_ + (self.initial_sparsity - self.final_sparsity_) * scale
 
+    def at(self, step: int) -> tuple[bool, float]:
+        should = self._in_step(step, self.begin_step, self.end_step, self.frequency)
+        return should, self._sparsity_value(step)
+
+    def _sparsity_value(self, step: int) -> float:
+        """The same float32 arithmetic as `_sparsity`, in numpy."""
+        span = np.float32(max(1, self.end_step - self.begin_step))
+        progress = np.clip(np.float32(step - self.begin_step) / span, 0, 1).astype(np.float32)
+        scale = np.power(np.float32(1) - progress, np.float32(self.power))
+        initial, final = np.float32(self.initial_sparsity), np.float32(self.final_sparsity_)
+        return float(final + (initial - final) * scale)
+
     def final_sparsity(self) -> float:
         return self.final_sparsity_
 
@@ -151,6 +177,10 @@ class PolynomialDecayToEnd(PolynomialDecay):
         if self.constant:
             sparsity = ops.convert_to_tensor(self.final_sparsity_, "float32")
         return ops.logical_or(should, at_end), sparsity
+
+    def at(self, step: int) -> tuple[bool, float]:
+        should, sparsity = super().at(step)
+        return should or step == self.end_step, self.final_sparsity_ if self.constant else sparsity
 
     def get_config(self) -> dict:
         return {**super().get_config(), "constant": self.constant}

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend.common.stateless_scope import get_stateless_scope, in_stateless_scope
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 from sparseprune.keras import masking
 from sparseprune.keras.rules import WeightRule, is_supported, pool, prunable_weights, role
@@ -58,10 +58,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.sparsity_m_by_n = tuple(sparsity_m_by_n) if sparsity_m_by_n else None
         if self.sparsity_m_by_n and self.sparsity_m_by_n[0] >= self.sparsity_m_by_n[1]:
             raise ValueError(f"sparsity_m_by_n {self.sparsity_m_by_n}: m must be less than n.")
-        self.rules = None if rules is None else {
-            name: r if isinstance(r, WeightRule) else WeightRule.from_config(r)
-            for name, r in rules.items()
-        }
+        self.rules = (
+            None
+            if rules is None
+            else {
+                name: r if isinstance(r, WeightRule) else WeightRule.from_config(r)
+                for name, r in rules.items()
+            }
+        )
         self._initial_masks = dict(masks or {})
         if self.rules is None and not is_supported(layer):
             raise ValueError(
@@ -138,11 +142,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def _masked_call(self, inputs: Any, **kwargs: Any) -> Any:
         """Call the wrapped layer seeing `w * mask` for each pruned `w`."""
-        masked = {id(w): ops.multiply(w.value, ops.cast(m.value, w.dtype)) for w, m, _ in self.pairs}
+        masked = {
+            id(w): ops.multiply(w.value, ops.cast(m.value, w.dtype)) for w, m, _ in self.pairs
+        }
         outer = in_stateless_scope()
         variables = self.layer.variables
         mapping = [
-            (v, masked[id(v)] if id(v) in masked else v.value)
+            (v, masked.get(id(v), v.value))
             for v in variables
             if outer or id(v) in masked
         ]
@@ -160,6 +166,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     # ---------------------------------------------------------------- masks
     def _update_masks(self) -> None:
         step = self.pruning_step.value
+        if keras.backend.backend() == "torch":  # eager: decide in Python, no per-step tiny ops
+            self._update_masks_eagerly(int(keras.ops.convert_to_numpy(step)))
+            return
         for weight, mask, rule in self.pairs:
             if rule.method == "fixed":
                 continue
@@ -170,6 +179,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 return ops.cast(self._compute_mask(w, m, r, s), m.dtype)
 
             mask.assign(ops.cond(should, new_mask, lambda c=current: c))
+        self.pruning_step.assign(step + 1)
+
+    def _update_masks_eagerly(self, step: int) -> None:
+        for weight, mask, rule in self.pairs:
+            if rule.method == "fixed":
+                continue
+            should, sparsity = rule.schedule.at(step)
+            if should:
+                mask.assign(ops.cast(self._compute_mask(weight, mask, rule, sparsity), mask.dtype))
         self.pruning_step.assign(step + 1)
 
     def _compute_mask(self, weight: Any, mask: Any, rule: WeightRule, sparsity: Any) -> Any:
