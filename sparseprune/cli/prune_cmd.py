@@ -134,6 +134,19 @@ def prune(
         Strategy, typer.Option(help="tf.distribute strategy for fine-tuning.")
     ] = Strategy.NONE,
     seed: Annotated[int, typer.Option(help="Random seed for training.")] = 0,
+    label: Annotated[
+        str | None, typer.Option(help="Label column when --data is a .csv file.")
+    ] = None,
+    validation_split: Annotated[
+        float, typer.Option(help="Fraction held out for validation when --data has none.")
+    ] = 0.2,
+    restore_best: Annotated[
+        bool,
+        typer.Option(
+            "--restore-best/--no-restore-best",
+            help="Write the best validation weights at the final sparsity (one-shot included).",
+        ),
+    ] = True,
     custom_objects: Annotated[
         Path | None,
         typer.Option(help="Python file registering custom layers (runs code; needs --unsafe)."),
@@ -176,6 +189,9 @@ def prune(
             metrics,
             strategy.value,
             seed,
+            label,
+            validation_split,
+            restore_best,
         )
         if custom_objects is not None:
             from sparseprune.keras_ops.loading import import_custom_objects
@@ -275,12 +291,18 @@ def _train_spec(
     metrics,
     strategy,
     seed,
+    label=None,
+    validation_split=0.2,
+    restore_best=True,
 ) -> TrainSpec | None:
     """Training happens when --epochs is given; it needs --data."""
     if epochs is None:
         return None
     if data is None:
-        raise InputError("--epochs needs --data FILE.npz with x and y to train on.")
+        raise InputError(
+            "--epochs needs --data: an .npz with x and y, a folder of images in class "
+            "sub-folders, or a .csv with --label COLUMN."
+        )
     return TrainSpec(
         data=str(data),
         epochs=epochs,
@@ -297,4 +319,7 @@ def _train_spec(
         power=power,
         strategy=strategy,
         seed=seed,
+        label=label,
+        validation_split=validation_split,
+        restore_best=restore_best,
     ).validate()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -56,31 +57,50 @@ def magnitude_mask(values: Any, sparsity: Any) -> Any:
     return ops.reshape(keep, values.shape)
 
 
-def block_mask(values: Any, sparsity: Any, block: Sequence[int]) -> Any:
-    """TFMOT's block pruning of a 2-D kernel: rank tiles by mean |w|, keep round(tiles(1-s))."""
-    rows, cols = int(values.shape[0]), int(values.shape[1])
-    height, width = int(block[0]), int(block[1])
-    tiles_r, tiles_c = -(-rows // height), -(-cols // width)
-    padded = ops.pad(
-        ops.abs(ops.cast(values, "float32")),
-        ((0, tiles_r * height - rows), (0, tiles_c * width - cols)),
+def block_scores(values: Any, block: Sequence[int], pooling: str = "AVG") -> Any:
+    """Mean (or max) |w| of each block of a 2-D kernel, as TFMOT's SAME pooling computes it:
+    half of the padding (rounded down) goes before the first window, and padding is not
+    averaged in. Returns a (rows, columns) grid of float32 scores, NaN mapped to +inf."""
+    (rows, cols), (height, width) = values.shape, (int(block[0]), int(block[1]))
+    (tiles_r, before_r), (tiles_c, before_c) = _windows(rows, height), _windows(cols, width)
+    pads = (
+        (before_r, tiles_r * height - rows - before_r),
+        (before_c, tiles_c * width - cols - before_c),
     )
-    sums = ops.sum(ops.reshape(padded, (tiles_r, height, tiles_c, width)), axis=(1, 3))
-    counts = _tile_counts(rows, cols, height, width)
-    means = ops.reshape(sums / counts, (-1,))
-    means = ops.where(ops.isnan(means), float("inf"), means)
-    keep = ops.reshape(smallest_mask(means, prune_count(tiles_r * tiles_c, sparsity)), sums.shape)
-    spread = ops.repeat(ops.repeat(keep, height, axis=0), width, axis=1)
-    return spread[:rows, :cols]
+    padded = ops.pad(ops.abs(ops.cast(values, "float32")), pads)
+    tiles = ops.reshape(padded, (tiles_r, height, tiles_c, width))
+    if pooling.upper() == "MAX":
+        scores = ops.max(tiles, axis=(1, 3))
+    else:
+        counts = np.outer(_real(rows, height, before_r), _real(cols, width, before_c))
+        scores = ops.sum(tiles, axis=(1, 3)) / ops.convert_to_tensor(counts.astype("float32"))
+    return ops.where(ops.isnan(scores), float("inf"), scores)
 
 
-def _tile_counts(rows: int, cols: int, height: int, width: int) -> Any:
-    """Real entries per tile (edge tiles are partial), so averages ignore the padding."""
-    import numpy as np
+def expand_blocks(keep: Any, block: Sequence[int], shape: Sequence[int]) -> Any:
+    """Per-block decisions spread over blocks aligned at (0, 0), cut to `shape` (TFMOT's
+    expand_tensor + slice)."""
+    spread = ops.repeat(ops.repeat(keep, int(block[0]), axis=0), int(block[1]), axis=1)
+    return spread[: shape[0], : shape[1]]
 
-    r = np.minimum(height, rows - np.arange(0, rows, height))
-    c = np.minimum(width, cols - np.arange(0, cols, width))
-    return ops.convert_to_tensor(np.outer(r, c).astype("float32"))
+
+def block_mask(values: Any, sparsity: Any, block: Sequence[int], pooling: str = "AVG") -> Any:
+    """TFMOT's block pruning of a 2-D kernel: keep round(blocks(1 - s)) blocks by score."""
+    scores = block_scores(values, block, pooling)
+    size = math.prod(scores.shape)
+    keep = smallest_mask(ops.reshape(scores, (-1,)), prune_count(size, sparsity))
+    return expand_blocks(ops.reshape(keep, scores.shape), block, values.shape)
+
+
+def _windows(size: int, step: int) -> tuple[int, int]:
+    count = -(-size // step)
+    return count, (count * step - size) // 2
+
+
+def _real(size: int, step: int, before: int) -> np.ndarray:
+    """Real (unpadded) entries in each pooling window along one axis."""
+    starts = np.arange(-(-size // step)) * step - before
+    return np.minimum(starts + step, size) - np.maximum(starts, 0)
 
 
 def m_by_n_mask(values: Any, zeros: int, group: int) -> Any:

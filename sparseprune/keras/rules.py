@@ -77,6 +77,7 @@ class WeightRule:
     method: str = "magnitude"
     schedule: PruningSchedule | None = None
     block: tuple[int, int] | None = None
+    block_pooling: str = "AVG"
     m_by_n: tuple[int, int] | None = None
     threshold: float | None = None
     pool: str | None = None  # global pools: a name shared by the member rules

@@ -52,8 +52,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.pruning_schedule = deserialize(pruning_schedule or ConstantSparsity(0.5, 0))
         self.block_size = tuple(int(b) for b in block_size)
-        if block_pooling_type != "AVG":
-            raise ValueError("block_pooling_type must be 'AVG' (TFMOT's default); MAX is not kept.")
+        if block_pooling_type not in ("AVG", "MAX"):
+            raise ValueError(f"block_pooling_type must be 'AVG' or 'MAX', got {block_pooling_type}")
         self.block_pooling_type = block_pooling_type
         self.sparsity_m_by_n = tuple(sparsity_m_by_n) if sparsity_m_by_n else None
         if self.sparsity_m_by_n and self.sparsity_m_by_n[0] >= self.sparsity_m_by_n[1]:
@@ -115,6 +115,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         rule = WeightRule(
             schedule=self.pruning_schedule,
             block=self.block_size if self.block_size != (1, 1) else None,
+            block_pooling=self.block_pooling_type,
             m_by_n=self.sparsity_m_by_n,
         )
         variables = prunable_weights(self.layer) or []
@@ -211,32 +212,36 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if rule.block is not None:
             shape = values.shape
             squeezed = ops.reshape(values, [d for d in shape if d != 1])
-            return ops.reshape(masking.block_mask(squeezed, sparsity, rule.block), shape)
+            keep = masking.block_mask(squeezed, sparsity, rule.block, rule.block_pooling)
+            return ops.reshape(keep, shape)
         return masking.magnitude_mask(values, sparsity)
 
     def _pool_share(self, weight: Any, rule: WeightRule, sparsity: Any) -> Any:
         """Compute the whole pool's selection (identical in every member) and keep ours."""
-        units = rule.method == "global_units"
-        members = pool(rule.pool).live_members()
-        scores, caps, mine = [], [], None
-        for wrapper, name, cap in members:
-            w, m = wrapper.weight_and_mask(name)
+        scores, caps, mine = [], [], 0
+        for wrapper, name, cap in pool(rule.pool).live_members():
+            w, m, member_rule = wrapper.pair(name)
             values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
-            score = _unit_norms(values) if units else masking.magnitude_scores(values)
+            score = ops.reshape(_pool_scores(values, member_rule), (-1,))
             size = int(score.shape[0])
             scores.append(score)
             caps.append(None if cap is None else prune_count(size, cap))
             if w is weight:
                 mine = len(scores) - 1
         keep = masking.global_masks(scores, sparsity, caps)[mine]
-        if units:
+        if rule.method == "global_units":
             return ops.broadcast_to(keep, weight.shape)
+        if rule.block is not None:
+            shape = [d for d in weight.shape if d != 1]
+            grid = [-(-shape[0] // rule.block[0]), -(-shape[1] // rule.block[1])]
+            spread = masking.expand_blocks(ops.reshape(keep, grid), rule.block, shape)
+            return ops.reshape(spread, weight.shape)
         return ops.reshape(keep, weight.shape)
 
-    def weight_and_mask(self, name: str) -> tuple[Any, Any]:
-        for weight, mask, _ in self.pairs:
+    def pair(self, name: str) -> tuple[Any, Any, WeightRule]:
+        for weight, mask, rule in self.pairs:
             if role(weight) == name:
-                return weight, mask
+                return weight, mask, rule
         raise KeyError(name)
 
     # ---------------------------------------------------------------- config
@@ -254,6 +259,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             }
         )
         return config
+
+
+def _pool_scores(values: Any, rule: WeightRule) -> Any:
+    """What a pool ranks for one member: unit norms, block scores, or |w|."""
+    if rule.method == "global_units":
+        return _unit_norms(values)
+    if rule.block is not None:
+        squeezed = ops.reshape(values, [d for d in values.shape if d != 1])
+        return masking.block_scores(squeezed, rule.block, rule.block_pooling)
+    return masking.magnitude_scores(values)
 
 
 def _unit_norms(values: Any) -> Any:

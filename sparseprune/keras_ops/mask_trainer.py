@@ -1,33 +1,36 @@
-"""`--method mask` with training: gradual magnitude pruning in native Keras, no TFMOT.
+"""`prune --epochs` with `--method mask`: the plan's rules trained with `sparseprune.keras`.
 
-Masks come from magnitudes at each schedule step (the same schedule TFMOT uses) and are reapplied
-after every optimizer update, so pruned weights stay exactly zero. Works with any model Keras can
-train; variables are read and assigned through Keras's own API, not TensorFlow's.
+One implementation: the loaded model's layers are wrapped in `PruneLowMagnitude` with one
+`WeightRule` per planned tensor, so masks are computed and applied inside the compiled train
+step. Quality guard (`--restore-best`): the one-shot prune of the starting weights and every
+epoch that ends at the final sparsity are candidates; the one with the best validation metric
+is written, so fine-tuning never ends below the one-shot result on the validation data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sparseprune.datasets import load_dataset, validation_metrics
+from sparseprune.datasets import Dataset
 from sparseprune.errors import InputError
 from sparseprune.keras_ops.compile import compile_for_training
+from sparseprune.keras_ops.data_sources import load_training_data
 from sparseprune.keras_ops.loading import load_keras_model
 from sparseprune.keras_ops.naming import weights_by_file_name
 from sparseprune.numeric.schedule import (
     MaskRules,
     ScheduleSteps,
+    TensorRule,
     TrainSpec,
     pruned_positions,
     resolve_steps,
-    should_update,
-    sparsity_at,
 )
 
 Progress = Callable[[dict], None]
@@ -40,6 +43,8 @@ class FinetuneResult:
     after: dict[str, float]
     seconds_per_epoch: list[float] = field(default_factory=list)
     steps: ScheduleSteps | None = None
+    one_shot: dict[str, float] = field(default_factory=dict)
+    restored: dict[str, Any] | None = None
 
 
 def finetune_with_masks(
@@ -50,28 +55,296 @@ def finetune_with_masks(
     progress: Progress | None = None,
 ) -> FinetuneResult:
     """Train `model_path` on `train.data` while pruning to `rules`; return all final weights."""
-    data = load_dataset(train.data)
-    steps = resolve_steps(train, len(data.x))
     with _strategy_scope(train.strategy):
         model = load_keras_model(model_path, unsafe)
+        if not type(model).__module__.startswith("keras"):
+            raise InputError(
+                f"{model_path} loads only with tf_keras; --method mask trains Keras 3 models "
+                "(use --method tfmot, or save the model with Keras 3)."
+            )
+        data = load_training_data(train, model)
+        steps = resolve_steps(train, len(data.x))
         compile_for_training(model, model_path, train, data)
-    variables = weights_by_file_name(model)
-    _check_rules(rules, variables)
-    before = validation_metrics(model, data)
-    callback = _mask_callback(model, variables, rules, train, steps, progress)
-    _seed(model, train.seed)
-    model.fit(
+        variables = weights_by_file_name(model)
+        _check_rules(rules, variables)
+        before = _evaluate(model, data)
+        start = {name: _numpy(v) for name, v in _unique(variables).items()}
+        pruned = _wrapped(model, rules, variables, train, steps)
+        compile_for_training(pruned, model_path, train, data)
+    keeper = _BestKeeper(model, variables, rules, steps, data, train, start)
+    timer = _EpochTimer(train, progress)
+    _seed(train.seed)
+    x_val, y_val = data.validation
+    pruned.fit(
         data.x,
         data.y,
         batch_size=train.batch_size,
         epochs=train.epochs,
         verbose=0,
-        callbacks=[callback],
+        callbacks=[timer, keeper],
+        validation_data=(x_val, y_val),
         shuffle=True,
     )
-    after = validation_metrics(model, data)
-    weights = {name: np.asarray(variable.numpy()) for name, variable in variables.items()}
-    return FinetuneResult(weights, before, after, callback.seconds_per_epoch, steps)
+    restored = keeper.finish(pruned)
+    after = _evaluate(model, data)
+    weights = {name: _numpy(variable) for name, variable in variables.items()}
+    return FinetuneResult(
+        weights, before, after, timer.seconds, steps, keeper.one_shot_metrics, restored
+    )
+
+
+def _wrapped(model: Any, rules: MaskRules, variables: dict, train: TrainSpec, steps) -> Any:
+    """A clone of `model` whose layers holding planned tensors are PruneLowMagnitude wrappers."""
+    import keras
+
+    from sparseprune.keras.api import _is_graph_model
+    from sparseprune.keras.rules import role
+    from sparseprune.keras.wrapper import PruneLowMagnitude
+
+    pools = {kind: f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("weights", "units", "blocks")}
+    by_variable = {id(variables[r.name]): r for r in rules.rules}
+    rules_by_layer: dict[int, dict[str, Any]] = {}
+    for layer in _leaf_layers(model, _is_graph_model):
+        chosen = {}
+        for variable in layer.weights:
+            rule = by_variable.get(id(variable))
+            if rule is not None:
+                if role(variable) in chosen:
+                    raise InputError(
+                        f"layer {layer.name} has two weights named {role(variable)}; "
+                        "--method mask cannot tell them apart."
+                    )
+                chosen[role(variable)] = (rule, variable)
+        if chosen:
+            rules_by_layer[id(layer)] = chosen
+
+    def wrap(layer):
+        if isinstance(layer, keras.Model) and _is_graph_model(layer):
+            return keras.models.clone_model(layer, clone_function=wrap)
+        chosen = rules_by_layer.get(id(layer))
+        if not chosen:
+            return layer
+        weight_rules = {
+            name: _weight_rule(r, rules, train, steps, pools) for name, (r, _) in chosen.items()
+        }
+        fixed = {name: r.fixed for name, (r, _) in chosen.items() if r.method == "mask"}
+        return PruneLowMagnitude(layer, rules=weight_rules, masks=fixed)
+
+    if not _is_graph_model(model):
+        raise InputError("--method mask trains Sequential and functional models.")
+    return keras.models.clone_model(model, clone_function=wrap)
+
+
+def _leaf_layers(model: Any, is_graph: Callable[[Any], bool]):
+    for layer in model.layers:
+        if is_graph(layer):
+            yield from _leaf_layers(layer, is_graph)
+        else:
+            yield layer
+
+
+def _weight_rule(rule: TensorRule, rules: MaskRules, train: TrainSpec, steps, pools):
+    """The plan's rule for one tensor as a WeightRule with its own schedule."""
+    from sparseprune.keras.rules import WeightRule
+
+    pooling = rules.block_pooling.upper()
+    target = rules.target if rule.method.startswith("global") else rule.target
+    schedule = _schedule(target or 0.0, train, steps)
+    common = {"schedule": schedule, "threshold": rules.threshold}
+    table = {
+        "target": {"method": "magnitude"},
+        "units": {"method": "units"},
+        "blocks": {"method": "magnitude", "block": rules.block, "block_pooling": pooling},
+        "pattern": {"method": "magnitude", "m_by_n": rules.pattern},
+        "mask": {"method": "fixed"},
+        "threshold": {"method": "threshold"},
+        "global": {"method": "global", "pool": pools["weights"], "cap": rule.cap},
+        "global_units": {"method": "global_units", "pool": pools["units"], "cap": rule.cap},
+        "global_blocks": {
+            "method": "global",
+            "pool": pools["blocks"],
+            "cap": rule.cap,
+            "block": rules.block,
+            "block_pooling": pooling,
+        },
+    }
+    if rule.method not in table:
+        raise InputError(f"--method mask cannot train rule {rule.method} for {rule.name}.")
+    return WeightRule(**common, **table[rule.method])
+
+
+def _schedule(target: float, train: TrainSpec, steps: ScheduleSteps):
+    from sparseprune.keras.schedules import PolynomialDecayToEnd
+
+    return PolynomialDecayToEnd(
+        initial_sparsity=min(train.initial_sparsity, target),
+        final_sparsity=target,
+        begin_step=steps.begin,
+        end_step=steps.end,
+        power=train.power,
+        frequency=steps.frequency,
+        constant=train.schedule == "constant" or steps.end <= steps.begin,
+    )
+
+
+class _EpochTimer:
+    """Seconds per epoch and the CLI's progress line (a Keras callback, built lazily)."""
+
+    def __new__(cls, train: TrainSpec, progress: Progress | None):
+        import keras
+
+        from sparseprune.keras.api import layer_sparsity
+
+        class EpochTimer(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.seconds: list[float] = []
+                self.started = 0.0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self.started)
+                if progress is not None:
+                    sparsity = layer_sparsity(self.model)
+                    progress(
+                        {
+                            "epoch": epoch + 1,
+                            "epochs": train.epochs,
+                            "logs": {k: float(v) for k, v in (logs or {}).items()},
+                            "sparsity": float(np.mean(list(sparsity.values())))
+                            if sparsity
+                            else 0.0,
+                        }
+                    )
+
+        return EpochTimer()
+
+
+class _BestKeeper:
+    """Candidates at the final sparsity, ranked on validation data (`--restore-best`)."""
+
+    def __new__(cls, model, variables, rules, steps, data, train, start):
+        import keras
+
+        from sparseprune.keras.api import apply_masks
+
+        unique = _unique(variables)
+        one_shot = _one_shot(start, rules, variables)
+        _assign(unique, one_shot)
+        one_shot_metrics = _evaluate(model, data)
+        _assign(unique, start)
+        metric, sign = _ranking(one_shot_metrics)
+        steps_per_epoch = max(1, -(-len(data.x) // train.batch_size))
+
+        class BestKeeper(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.one_shot_metrics = one_shot_metrics
+                self.best = (sign * one_shot_metrics[metric], 0, one_shot)
+                self.final_seen = False
+
+            def on_epoch_end(self, epoch, logs=None):
+                if (epoch + 1) * steps_per_epoch <= steps.end:
+                    return  # not yet at the final sparsity
+                self.final_seen = True
+                score = sign * float((logs or {}).get(f"val_{metric}", np.nan))
+                if train.restore_best is not False and score > self.best[0]:
+                    self.best = (score, epoch + 1, self.snapshot())
+
+            def snapshot(self) -> dict[str, np.ndarray]:
+                return {name: value.copy() for name, value in self.folded().items()}
+
+            def folded(self) -> dict[str, np.ndarray]:
+                return {name: _numpy(v) * self.keep.get(name, 1) for name, v in unique.items()}
+
+            @property
+            def keep(self) -> dict[str, np.ndarray]:
+                from sparseprune.keras.wrapper import wrappers
+
+                masks = {}
+                by_id = {id(v): name for name, v in unique.items()}
+                for wrapper in wrappers(self.model):
+                    for weight, mask, _ in wrapper.pairs:
+                        masks[by_id[id(weight)]] = _numpy(mask) != 0
+                return masks
+
+            def finish(self, pruned) -> dict[str, Any]:
+                """Leave the chosen weights in the original model's variables."""
+                apply_masks(pruned)  # folds the masks into the shared layers
+                if not self.final_seen:  # the run ended before end_step: force the targets
+                    current = {n: _numpy(v) for n, v in unique.items()}
+                    final = _one_shot(current, rules, variables)
+                    _assign(unique, final)
+                    score = sign * _evaluate(model, data)[metric]
+                    if train.restore_best is False or score > self.best[0]:
+                        self.best = (score, train.epochs, final)
+                if train.restore_best is False:
+                    return {"epoch": train.epochs, "metric": metric, "restore_best": False}
+                _assign(unique, self.best[2])
+                return {
+                    "epoch": self.best[1],
+                    "metric": f"val_{metric}",
+                    "value": sign * self.best[0],
+                    "restore_best": True,
+                }
+
+        return BestKeeper()
+
+
+def _ranking(metrics: dict[str, float]) -> tuple[str, int]:
+    """Higher accuracy is better; without an accuracy metric, lower loss."""
+    for name in metrics:
+        if "accuracy" in name:
+            return name, 1
+    return "loss", -1
+
+
+def _one_shot(
+    values: dict[str, np.ndarray], rules: MaskRules, variables: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """The planned targets applied to `values` at once (the same rules, in numpy).
+
+    `values` is keyed by each variable's first name; rules may use its `varN` alias.
+    """
+    first = {id(v): name for name, v in reversed(list(variables.items()))}
+    name_of = {r.name: first[id(variables[r.name])] for r in rules.rules}
+    planned = {r.name: values[name_of[r.name]] for r in rules.rules}
+    positions = pruned_positions(planned, rules, lambda target: target)
+    out = dict(values)
+    for name, chosen in positions.items():
+        real = name_of[name]
+        out[real] = np.where(chosen, np.zeros((), values[real].dtype), values[real])
+    return out
+
+
+def _unique(variables: dict[str, Any]) -> dict[str, Any]:
+    """One name per variable (weights_by_file_name also lists `varN` aliases)."""
+    seen, out = set(), {}
+    for name, variable in variables.items():
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            out[name] = variable
+    return out
+
+
+def _assign(variables: dict[str, Any], values: dict[str, np.ndarray]) -> None:
+    for name, variable in variables.items():
+        if name in values:
+            variable.assign(values[name])
+
+
+def _numpy(variable: Any) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(variable.value))
+
+
+def _evaluate(model: Any, data: Dataset) -> dict[str, float]:
+    x, y = data.validation
+    results = model.evaluate(x, y, verbose=0, return_dict=True)
+    return {key: float(value) for key, value in results.items()}
 
 
 def _check_rules(rules: MaskRules, variables: dict[str, Any]) -> None:
@@ -83,82 +356,10 @@ def _check_rules(rules: MaskRules, variables: dict[str, Any]) -> None:
         )
 
 
-def _mask_callback(model, variables, rules, train, steps, progress):
-    """A Callback of the model's own Keras library (Keras 3 or tf_keras)."""
-    library = __import__(type(model).__module__.split(".")[0])
-    to_tensor = _tensor_converter(library)
+def _seed(seed: int) -> None:
+    import keras
 
-    class MaskCallback(library.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.step = 0
-            self.keep: dict[str, Any] = {}
-            self.pruned = self.total = 0
-            self.seconds_per_epoch: list[float] = []
-            self.started = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_train_batch_begin(self, batch, logs=None):
-            # Like TFMOT: nothing is masked before begin_step, masks change only on update steps.
-            if should_update(self.step, steps):
-                self.update(lambda target: sparsity_at(self.step, target, train, steps))
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.apply()
-            self.step += 1
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds_per_epoch.append(time.perf_counter() - self.started)
-            if progress is not None:
-                progress(
-                    {
-                        "epoch": epoch + 1,
-                        "epochs": train.epochs,
-                        "logs": dict(logs or {}),
-                        "sparsity": self.sparsity(),
-                    }
-                )
-
-        def on_train_end(self, logs=None):
-            self.update(lambda target: target)  # end exactly at the final targets
-
-        def update(self, schedule: Callable[[float], float]) -> None:
-            values = {r.name: np.asarray(variables[r.name].numpy()) for r in rules.rules}
-            positions = pruned_positions(values, rules, schedule)
-            self.pruned = sum(int(np.count_nonzero(p)) for p in positions.values())
-            self.total = sum(p.size for p in positions.values())
-            # Backend tensors, built once per update: the per-batch multiply stays in the backend.
-            self.keep = {
-                name: to_tensor((~chosen).astype(values[name].dtype))
-                for name, chosen in positions.items()
-            }
-            self.apply()
-
-        def apply(self) -> None:
-            for name, keep in self.keep.items():
-                variables[name].assign(variables[name] * keep)
-
-        def sparsity(self) -> float:
-            return self.pruned / self.total if self.total else 0.0
-
-    return MaskCallback()
-
-
-def _tensor_converter(library: Any) -> Callable[[np.ndarray], Any]:
-    """Keras 3's backend-neutral `ops.convert_to_tensor`; tf_keras models live on TensorFlow."""
-    if hasattr(library, "ops"):
-        return library.ops.convert_to_tensor
-    import tensorflow as tf
-
-    return tf.convert_to_tensor
-
-
-def _seed(model: Any, seed: int) -> None:
-    library = __import__(type(model).__module__.split(".")[0])
-    with contextlib.suppress(AttributeError):
-        library.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
 
 
 def _strategy_scope(strategy: str):

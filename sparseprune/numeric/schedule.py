@@ -38,6 +38,7 @@ from sparseprune.numeric.stats import exact_threshold
 # 40 epochs: ending at 50% of the steps kept accuracy within 0.6-0.8 points of dense.
 UPDATES_PER_EPOCH = 4
 END_FRACTION = 0.5
+VALIDATION_SPLIT = 0.2
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class TrainSpec:
     power: float = 3.0
     strategy: Strategy = Strategy.NONE
     seed: int = 0
+    label: str | None = None  # the label column of a CSV
+    validation_split: float = VALIDATION_SPLIT  # held out when the data has no validation split
+    restore_best: bool | None = None  # None: on (validation data always exists)
 
     def __post_init__(self) -> None:
         """Checked when made: names become their Enum, numbers must be in range."""
@@ -74,6 +78,10 @@ class TrainSpec:
             raise InputError(f"--initial-sparsity must be in [0, 1), got {self.initial_sparsity}.")
         if self.frequency is not None and self.frequency < 1:
             raise InputError(f"--frequency must be at least 1, got {self.frequency}.")
+        if not 0 < self.validation_split < 1:
+            raise InputError(
+                f"--validation-split must be in (0, 1), got {self.validation_split}."
+            )
         if self.lr is not None and not self.lr > 0:
             raise InputError(f"--lr must be positive, got {self.lr}.")
         return self

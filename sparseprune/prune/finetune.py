@@ -26,9 +26,11 @@ class Training:
     seconds_per_epoch: list[float] = field(default_factory=list)
     epochs: int = 0
     steps: dict | None = None
+    one_shot: dict[str, float] = field(default_factory=dict)
+    restored: dict | None = None
 
     def summary(self) -> dict:
-        return {
+        summary = {
             "method": self.method,
             "epochs": self.epochs,
             "before": self.before,
@@ -36,6 +38,11 @@ class Training:
             "seconds_per_epoch": self.seconds_per_epoch,
             "schedule": self.steps,
         }
+        if self.one_shot:
+            summary["one_shot"] = self.one_shot  # validation metrics of the one-shot prune
+        if self.restored is not None:
+            summary["restored"] = self.restored  # which candidate was written (epoch 0: one-shot)
+        return summary
 
 
 def run_training(
@@ -62,6 +69,12 @@ def run_training(
             result.seconds_per_epoch,
             train.epochs,
             steps,
+            result.one_shot,
+            result.restored,
+        )
+    if train is not None and not train.data.endswith(".npz"):
+        raise InputError(
+            "--method tfmot trains on an .npz; image folders and CSV need --method mask."
         )
     return _run_tfmot(source, plan, train, unsafe, on_epoch)
 
