@@ -47,7 +47,7 @@ def facts(request, tmp_path_factory) -> dict:
         env={**ENV, "KERAS_BACKEND": request.param},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])

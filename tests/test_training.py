@@ -264,3 +264,97 @@ def test_multiworker_strategy_single_worker(tmp_path: Path) -> None:
     )
     kernel = keras_weights(out)["hidden1"][0]
     assert np.count_nonzero(kernel) == kernel.size // 2 and doc["checks"]["passed"]
+
+
+def mlp_accuracy(weights: dict, x: np.ndarray, y: np.ndarray) -> float:
+    """The digits MLP's forward pass in numpy (relu, relu, argmax), from the file's weights."""
+    hidden = x
+    for layer in ("hidden1", "hidden2"):
+        kernel, bias = weights[layer]
+        hidden = np.maximum(hidden @ kernel + bias, 0)
+    kernel, bias = weights["head"]
+    return float(np.mean(np.argmax(hidden @ kernel + bias, axis=1) == y))
+
+
+def test_held_out_90_percent_within_two_points_and_never_below_one_shot(tmp_path: Path) -> None:
+    """Training sees the training split only (validation is held out of it); the test split
+    is seen by nobody until this check, which computes accuracy with numpy."""
+    with np.load(DATA) as digits:
+        x_test, y_test = digits["x_test"], digits["y_test"]
+        np.savez(tmp_path / "train.npz", x=digits["x_train"], y=digits["y_train"])
+    one_shot, tuned = tmp_path / "o.keras", tmp_path / "t.keras"
+    prune_json(str(MLP), "-o", str(one_shot), "--target", "0.9")
+    doc = prune_json(
+        str(MLP), "-o", str(tuned), "--target", "0.9",
+        "--data", str(tmp_path / "train.npz"), "--epochs", "30",
+    )  # fmt: skip
+    dense = mlp_accuracy(keras_weights(MLP), x_test, y_test)
+    tuned_acc = mlp_accuracy(keras_weights(tuned), x_test, y_test)
+    assert tuned_acc >= dense - 0.02
+    assert tuned_acc >= mlp_accuracy(keras_weights(one_shot), x_test, y_test)
+    assert doc["training"]["restored"]["restore_best"] is True
+    assert doc["training"]["after"]["accuracy"] >= doc["training"]["one_shot"]["accuracy"]
+
+
+def test_restore_best_falls_back_to_the_one_shot_prune(tmp_path: Path) -> None:
+    """A learning rate that wrecks training: the written weights are the one-shot prune's."""
+    one_shot, tuned = tmp_path / "o.keras", tmp_path / "t.keras"
+    prune_json(str(MLP), "-o", str(one_shot), "--target", "0.8")
+    doc = prune_json(
+        str(MLP), "-o", str(tuned), "--target", "0.8", "--data", str(DATA),
+        "--epochs", "1", "--lr", "50", "--end-step", "0",
+    )  # fmt: skip
+    assert doc["training"]["restored"]["epoch"] == 0
+    expected, got = keras_weights(one_shot), keras_weights(tuned)
+    for layer in KERNELS:
+        assert np.array_equal(expected[layer][0], got[layer][0])
+        assert np.array_equal(expected[layer][1], got[layer][1])
+    off = prune_json(
+        str(MLP), "-o", str(tmp_path / "n.keras"), "--target", "0.8", "--data", str(DATA),
+        "--epochs", "1", "--lr", "50", "--no-restore-best",
+    )  # fmt: skip
+    assert off["training"]["restored"]["restore_best"] is False
+
+
+BUILD_IMAGE_MODEL = """
+import sys, keras
+model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255),
+                          keras.layers.Flatten(), keras.layers.Dense(32, activation="relu",
+                          name="hidden"), keras.layers.Dense(3, activation="softmax", name="head")])
+model.save(sys.argv[1])
+"""
+
+
+def test_image_folder_and_csv_data(tmp_path: Path) -> None:
+    from PIL import Image
+
+    with np.load(DATA) as digits:
+        x, y = digits["x"], digits["y"]
+    folder = tmp_path / "images"
+    for label in range(3):
+        (folder / f"class_{label}").mkdir(parents=True)
+        for i in np.flatnonzero(y == label)[:40]:
+            pixels = (x[i].reshape(8, 8) * 255 / 16).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").save(folder / f"class_{label}" / f"{i}.png")
+    model = tmp_path / "img.keras"
+    subprocess.run([sys.executable, "-c", BUILD_IMAGE_MODEL, str(model)], env=ENV, check=True,
+                   capture_output=True)  # fmt: skip
+    out = tmp_path / "img-pruned.keras"
+    doc = prune_json(str(model), "-o", str(out), "--target", "0.5", "--data", str(folder),
+                     "--epochs", "2", "--loss", "sparse_categorical_crossentropy")  # fmt: skip
+    kernel = keras_weights(out)["hidden"][0]
+    assert np.count_nonzero(kernel) == kernel.size // 2
+    assert doc["training"]["after"]["accuracy"] > 0.5  # 3 classes, 24 validation images
+    csv_path = tmp_path / "digits.csv"
+    names = ",".join(f"p{i}" for i in range(64))
+    rows = [
+        ",".join(f"{v:g}" for v in row) + f",digit{label}" for row, label in zip(x, y, strict=True)
+    ]
+    csv_path.write_text(f"{names},digit\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "csv.keras"
+    doc = prune_json(str(MLP), "-o", str(out), "--target", "0.8", "--data", str(csv_path),
+                     "--label", "digit", "--epochs", "2")  # fmt: skip
+    assert doc["training"]["after"]["accuracy"] > 0.8  # digit0..digit9 map to labels 0..9
+    refused = prune(str(MLP), "-o", str(tmp_path / "x.keras"), "--target", "0.8",
+                    "--data", str(csv_path), "--epochs", "1")  # fmt: skip
+    assert refused.returncode == 2 and "--label" in refused.stderr

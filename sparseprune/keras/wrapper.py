@@ -174,12 +174,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             if rule.method == "fixed":
                 continue
             should, sparsity = rule.schedule(step)
-            current = mask.value
 
             def new_mask(w=weight, m=mask, r=rule, s=sparsity):
                 return ops.cast(self._compute_mask(w, m, r, s), m.dtype)
 
-            mask.assign(ops.cond(should, new_mask, lambda c=current: c))
+            _assign_if(should, mask, new_mask)
         self.pruning_step.assign(step + 1)
 
     def _update_masks_eagerly(self, step: int) -> None:
@@ -259,6 +258,25 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             }
         )
         return config
+
+
+def _assign_if(should: Any, variable: Any, compute: Any) -> None:
+    """variable <- compute() where `should`; nothing is computed or written otherwise.
+
+    TensorFlow assigns inside `tf.cond`, so steps without an update cost one predicate. JAX
+    cannot assign inside `lax.cond` (a stateless trace), so it selects the value to keep.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        def update():
+            variable.assign(compute())
+            return tf.constant(True)
+
+        tf.cond(should, update, lambda: tf.constant(False))
+        return
+    current = variable.value
+    variable.assign(ops.cond(should, compute, lambda: current))
 
 
 def _pool_scores(values: Any, rule: WeightRule) -> Any:

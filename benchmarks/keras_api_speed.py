@@ -1,0 +1,172 @@
+"""Epoch time of pruning fits: sparseprune.keras vs plain Keras 3, and TFMOT vs plain tf_keras.
+
+Prints, measured in one run on the digits MLP and CNN (same architectures, batch 32, Adam,
+PolynomialDecay to 90% with TFMOT's default frequency of 100 steps): the median seconds per
+epoch of each fit (first epoch, which traces, left out), and the ratios
+
+    ours  = sparseprune.keras pruning fit / the same Keras 3 fit without pruning   (goal <= 1.15)
+    tfmot = TFMOT pruning fit / the same tf_keras fit without pruning
+    ours / tfmot = our pruning epoch / TFMOT's pruning epoch                      (goal <= 1)
+
+Each library runs in its own subprocess (importing TFMOT flips a process to tf_keras); inside one
+process the dense and pruned fits alternate, so load on the machine hits both alike.
+
+    python benchmarks/keras_api_speed.py [--epochs 6] [--rounds 2] [--backend tensorflow] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = ("mlp", "cnn")
+
+
+def build(k, name: str):
+    layers = k.layers
+    if name == "mlp":
+        body = [
+            layers.Dense(128, activation="relu"),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    else:
+        body = [
+            layers.Reshape((8, 8, 1)),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(10, activation="softmax"),
+        ]
+    return k.Sequential([k.Input((64,)), *body])
+
+
+def epoch_times(model, x, y, epochs: int, callbacks: list) -> list[float]:
+    times: list[float] = []
+
+    def start(epoch, logs):
+        times.append(time.perf_counter())
+
+    def stop(epoch, logs):
+        times[-1] = time.perf_counter() - times[-1]
+
+    k = sys.modules[type(model).__module__.split(".")[0]]
+    timer = k.callbacks.LambdaCallback(on_epoch_begin=start, on_epoch_end=stop)
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[*callbacks, timer])
+    return times
+
+
+def worker(library: str, epochs: int, rounds: int) -> dict:
+    import numpy as np
+
+    with np.load(REPO / "sample_models" / "digits.npz") as data:
+        x, y = data["x_train"].astype("float32"), data["y_train"]
+    end = (len(x) // 32 + 1) * epochs // 2
+    if library == "tfmot":
+        import tensorflow_model_optimization as tfmot
+        import tf_keras as k
+
+        sparsity = tfmot.sparsity.keras
+
+        def prune(model):
+            schedule = sparsity.PolynomialDecay(0.0, 0.9, 0, end)
+            return sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+
+        callbacks = [sparsity.UpdatePruningStep()]
+    else:
+        import keras as k
+
+        import sparseprune.keras as sparsity
+
+        def prune(model):
+            schedule = sparsity.PolynomialDecay(0.0, 0.9, 0, end)
+            return sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+
+        callbacks = [sparsity.UpdatePruningStep()]
+    out: dict = {}
+    for name in MODELS:
+        dense_times, pruned_times = [], []
+        for _ in range(rounds):
+            for kind in ("dense", "pruned"):
+                model = build(k, name)
+                if kind == "pruned":
+                    model = prune(model)
+                model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+                times = epoch_times(model, x, y, epochs, callbacks if kind == "pruned" else [])
+                (pruned_times if kind == "pruned" else dense_times).extend(times[1:])
+        out[name] = {
+            "dense": statistics.median(dense_times),
+            "pruned": statistics.median(pruned_times),
+        }
+    return out
+
+
+def run_worker(library: str, epochs: int, rounds: int, backend: str) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    env["KERAS_BACKEND"] = backend if library == "keras" else "tensorflow"
+    if library == "tfmot":
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    result = subprocess.run(
+        [sys.executable, __file__, "--worker", library, "--epochs", str(epochs),
+         "--rounds", str(rounds)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode:
+        raise SystemExit(f"{library} worker failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--backend", default="tensorflow")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker", choices=("keras", "tfmot"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.epochs, args.rounds)))
+        return 0
+    ours = run_worker("keras", args.epochs, args.rounds, args.backend)
+    theirs = run_worker("tfmot", args.epochs, args.rounds, args.backend)
+    rows = []
+    for name in MODELS:
+        a, b = ours[name], theirs[name]
+        rows.append(
+            {
+                "model": name,
+                "keras3_dense_s": a["dense"],
+                "ours_pruned_s": a["pruned"],
+                "tf_keras_dense_s": b["dense"],
+                "tfmot_pruned_s": b["pruned"],
+                "ours_ratio": a["pruned"] / a["dense"],
+                "tfmot_ratio": b["pruned"] / b["dense"],
+                "ours_vs_tfmot": a["pruned"] / b["pruned"],
+            }
+        )
+    if args.json:
+        print(json.dumps({"backend": args.backend, "rows": rows}, indent=2))
+        return 0
+    print(f"backend {args.backend}; median seconds per epoch (first epoch left out)")
+    header = ("model", "Keras 3", "ours", "ratio", "tf_keras", "TFMOT", "ratio", "ours/TFMOT")
+    print("{:<6} {:>9} {:>9} {:>6} {:>9} {:>9} {:>6} {:>10}".format(*header))
+    for r in rows:
+        print(
+            f"{r['model']:<6} {r['keras3_dense_s']:>9.3f} {r['ours_pruned_s']:>9.3f} "
+            f"{r['ours_ratio']:>6.2f} {r['tf_keras_dense_s']:>9.3f} {r['tfmot_pruned_s']:>9.3f} "
+            f"{r['tfmot_ratio']:>6.2f} {r['ours_vs_tfmot']:>10.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
