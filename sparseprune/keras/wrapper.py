@@ -264,10 +264,11 @@ def _assign_if(should: Any, variable: Any, compute: Any) -> None:
     """variable <- compute() where `should`; nothing is computed or written otherwise.
 
     TensorFlow assigns inside `tf.cond`, so steps without an update cost one predicate. JAX
-    cannot assign inside `lax.cond` (a stateless trace), so it selects the value to keep.
+    cannot assign inside `lax.cond` (a stateless trace), and a tf.distribute replica cannot
+    synchronize a variable inside control flow, so those select the value to keep.
     """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    tf = _tensorflow_without_strategy()
+    if tf is not None:
 
         def update():
             variable.assign(compute())
@@ -277,6 +278,14 @@ def _assign_if(should: Any, variable: Any, compute: Any) -> None:
         return
     current = variable.value
     variable.assign(ops.cond(should, compute, lambda: current))
+
+
+def _tensorflow_without_strategy() -> Any:
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return None if tf.distribute.has_strategy() else tf
 
 
 def _pool_scores(values: Any, rule: WeightRule) -> Any:
