@@ -1,6 +1,6 @@
 """Mask computation in `keras.ops`: runs inside the compiled train step on every backend.
 
-The same rules as the numpy side (`sparseprune.masks`): a tensor of n weights at sparsity s
+The same rules as the numpy side (`sparseprune.numeric.masks`): a tensor of n weights at sparsity s
 keeps k = round(n(1 - s)) (float32, half to even); among equal magnitudes the lower flat index
 is pruned first; NaN is never pruned. Blocks follow TFMOT: |w| average-pooled over
 `block_size` tiles of a 2-D kernel (edge tiles average only their real entries), the keep-k rule

@@ -30,7 +30,7 @@ from sparseprune.keras.schedules import (
     deserialize,
     serialize,
 )
-from sparseprune.masks import prune_count
+from sparseprune.numeric.masks import prune_count
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

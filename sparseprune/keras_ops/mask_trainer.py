@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from sparseprune.data_sources import load_training_data
 from sparseprune.datasets import Dataset
 from sparseprune.errors import InputError
 from sparseprune.keras_ops.compile import compile_for_training
-from sparseprune.keras_ops.data_sources import load_training_data
 from sparseprune.keras_ops.loading import load_keras_model
 from sparseprune.keras_ops.naming import weights_by_file_name
 from sparseprune.numeric.schedule import (

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from sparseprune.datasets import Dataset, load_dataset
 from sparseprune.errors import InputError, describe
-from sparseprune.keras_ops.data import Dataset, load_dataset
-from sparseprune.training import TrainSpec
+from sparseprune.numeric.schedule import TrainSpec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # per image, checked from the header before decoding
