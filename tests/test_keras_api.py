@@ -39,18 +39,33 @@ def readme_example(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """All three backends start at once (each is mostly single-threaded Python work)."""
+    started = {}
+    for backend in BACKENDS:
+        scratch = tmp_path_factory.mktemp(backend)
+        with open(scratch / "out.txt", "w") as out, open(scratch / "err.txt", "w") as err:
+            process = subprocess.Popen(
+                [sys.executable, str(CHECK), str(scratch), str(readme_example(scratch))],
+                env={**ENV, "KERAS_BACKEND": backend},
+                stdout=out,
+                stderr=err,
+            )
+        started[backend] = (process, scratch)
+    yield started
+    for process, _ in started.values():
+        if process.poll() is None:
+            process.kill()
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
-def facts(request, tmp_path_factory) -> dict:
-    scratch = tmp_path_factory.mktemp(request.param)
-    result = subprocess.run(
-        [sys.executable, str(CHECK), str(scratch), str(readme_example(scratch))],
-        env={**ENV, "KERAS_BACKEND": request.param},
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+def facts(request, runs) -> dict:
+    process, scratch = runs[request.param]
+    process.wait(timeout=1200)
+    stderr = (scratch / "err.txt").read_text(errors="replace")
+    assert process.returncode == 0, stderr[-3000:]
+    out = json.loads((scratch / "out.txt").read_text().strip().splitlines()[-1])
     out["scratch"] = str(scratch)
     return out
 
