@@ -341,10 +341,12 @@ def test_image_folder_and_csv_data(tmp_path: Path) -> None:
                    capture_output=True)  # fmt: skip
     out = tmp_path / "img-pruned.keras"
     doc = prune_json(str(model), "-o", str(out), "--target", "0.5", "--data", str(folder),
-                     "--epochs", "2", "--loss", "sparse_categorical_crossentropy")  # fmt: skip
+                     "--epochs", "15", "--lr", "0.01",
+                     "--loss", "sparse_categorical_crossentropy")  # fmt: skip
     kernel = keras_weights(out)["hidden"][0]
     assert np.count_nonzero(kernel) == kernel.size // 2
-    assert doc["training"]["after"]["accuracy"] > 0.5  # 3 classes, 24 validation images
+    # 3 classes of 40 images: 96 train, 24 held out; a random-init model learns them
+    assert doc["training"]["after"]["accuracy"] > 0.5
     csv_path = tmp_path / "digits.csv"
     names = ",".join(f"p{i}" for i in range(64))
     rows = [
