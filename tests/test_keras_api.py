@@ -40,7 +40,7 @@ def readme_example(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def runs(tmp_path_factory, needs_tensorflow) -> dict:
     """All three backends start at once (each is mostly single-threaded Python work)."""
     started = {}
     for backend in BACKENDS:

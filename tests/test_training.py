@@ -276,6 +276,7 @@ def mlp_accuracy(weights: dict, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(hidden @ kernel + bias, axis=1) == y))
 
 
+@pytest.mark.tensorflow
 def test_held_out_90_percent_within_two_points_and_never_below_one_shot(tmp_path: Path) -> None:
     """Training sees the training split only (validation is held out of it); the test split
     is seen by nobody until this check, which computes accuracy with numpy."""
@@ -296,6 +297,7 @@ def test_held_out_90_percent_within_two_points_and_never_below_one_shot(tmp_path
     assert doc["training"]["after"]["accuracy"] >= doc["training"]["one_shot"]["accuracy"]
 
 
+@pytest.mark.tensorflow
 def test_restore_best_falls_back_to_the_one_shot_prune(tmp_path: Path) -> None:
     """A learning rate that wrecks training: the written weights are the one-shot prune's."""
     one_shot, tuned = tmp_path / "o.keras", tmp_path / "t.keras"
@@ -325,6 +327,7 @@ model.save(sys.argv[1])
 """
 
 
+@pytest.mark.tensorflow
 def test_image_folder_and_csv_data(tmp_path: Path) -> None:
     from PIL import Image
 
