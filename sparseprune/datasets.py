@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def load_dataset(path: str | Path) -> Dataset:
     return Dataset(train[0], train[1], x_val, y_val, source=str(path))
 
 
-def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
+def load_split(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, str]:
     """(x, y, "file:key") of the held-out split: x_val/y_val, else x_test/y_test, else x/y."""
     arrays = read_npz(path)
     found = _pair(path, arrays, (*VALIDATION_KEYS, TRAIN_KEYS[0]))

@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 try:  # Typer >= 0.20 vendors Click; its exceptions are the ones raised
     from typer._click import exceptions as click
 except ImportError:  # pragma: no cover - older Typer on real Click
-    from click import exceptions as click
+    from click import exceptions as click  # type: ignore[no-redef]
 from rich.console import Console
 from rich.markup import escape
 
@@ -80,7 +80,7 @@ def _stdout_closed() -> None:
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 160  # piped tables stay readable instead of wrapping at 80 columns
-    _console.on_broken_pipe = _stdout_closed  # rich would exit 1; we exit 141 quietly
+    _console.on_broken_pipe = _stdout_closed  # type: ignore[method-assign] # rich would exit 1; we exit 141 quietly
 
 
 def last_error() -> str:

@@ -89,13 +89,13 @@ def bench_models(
     spec.check()
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [os.fspath(path) for path in paths]
-    if not paths:
+    files = [os.fspath(path) for path in paths]
+    if not files:
         raise InputError("bench needs at least one model file.")
-    kinds = [_preflight(path, unsafe) for path in paths]  # refuse bad files before TF starts
+    kinds = [_preflight(path, unsafe) for path in files]  # refuse bad files before TF starts
     threads = pin_threads(spec.threads)
     results = [
-        _bench_one(path, kind, spec, unsafe) for path, kind in zip(paths, kinds, strict=True)
+        _bench_one(path, kind, spec, unsafe) for path, kind in zip(files, kinds, strict=True)
     ]
     return BenchResult(
         settings={

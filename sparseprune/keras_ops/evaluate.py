@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,7 +191,7 @@ class PairRun:
 def run_pair(
     a: str,
     b: str,
-    data: str | Path | None = None,
+    data: str | os.PathLike[str] | None = None,
     unsafe: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> PairRun:

@@ -99,7 +99,7 @@ def _check_request(
     path: str,
     target: Path,
     quantize: Quantize | None,
-    data: str | Path | None,
+    data: str | os.PathLike[str] | None,
     force: bool,
     unsafe: bool,
 ) -> tuple[np.ndarray | None, str | None]:

@@ -98,7 +98,7 @@ _RNN_KERNELS = frozenset({"kernel", "recurrent_kernel"})
 _QUANT_OFF = {"quantization_config": None, "lora_rank": None, "lora_alpha": None}
 _CONV_KEYS = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate")
 _POOL_KEYS = ("pool_size", "strides", "padding", "data_format")
-_NORM_KEYS = ("axis", "momentum", "epsilon", "center", "scale", "synchronized")
+_NORM_KEYS: tuple[str, ...] = ("axis", "momentum", "epsilon", "center", "scale", "synchronized")
 _NORM_KEYS += ("renorm", "renorm_clipping", "renorm_momentum")
 _CONV_TWIN = Twin((*_CONV_KEYS, "groups", "activation", "use_bias"), neutral=_QUANT_OFF)
 _SEPARABLE_TWIN = Twin((*_CONV_KEYS, "depth_multiplier", "activation", "use_bias"))
@@ -134,7 +134,8 @@ def _rnn(cell: str) -> Layer:
 
 def _mha(query: str = "query_dense") -> Layer:
     """MultiHeadAttention: four EinsumDense projections named query/key/value/attention_output."""
-    names = (("query", "query_dense"), ("key", "key_dense"), ("value", "value_dense"))
+    names: tuple[tuple[str, str], ...] = (("query", "query_dense"), ("key", "key_dense"))
+    names += (("value", "value_dense"),)
     names += (("attention_output", "output_dense"),)
     bias = {"bias_axes": "use_bias"}
     parts = {key: Part("EinsumDense", name, flags=bias) for name, key in names}

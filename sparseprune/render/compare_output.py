@@ -34,7 +34,7 @@ def document(comparison: Comparison) -> dict[str, Any]:
 
 def rows(comparison: Comparison) -> Rows:
     """One row per layer with prunable weights in either model; a missing side is empty."""
-    columns = ("layer", "class", "a_params", "a_near_zero", "a_sparsity")
+    columns: tuple[str, ...] = ("layer", "class", "a_params", "a_near_zero", "a_sparsity")
     columns += ("b_params", "b_near_zero", "b_sparsity", "delta")
     table = []
     for pair in comparison.layers:

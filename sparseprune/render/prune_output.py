@@ -54,7 +54,7 @@ def document(result: PruneResult) -> dict[str, Any]:
 
 def rows(result: PruneResult) -> Rows:
     """One row per pruned tensor, the table's columns at full precision."""
-    columns = ("tensor", "layer", "role", "method", "shape", "params", "target")
+    columns: tuple[str, ...] = ("tensor", "layer", "role", "method", "shape", "params", "target")
     columns += ("zeros_before", "zeros_after", "sparsity")
     return Rows(
         columns,

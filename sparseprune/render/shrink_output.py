@@ -44,7 +44,7 @@ def document(result: ShrinkResult) -> dict[str, Any]:
 
 def rows(result: ShrinkResult) -> Rows:
     """One row per layer with units; `kept_because` joins the skip reasons."""
-    columns = ("layer", "class", "units_before", "units_after", "dead", "unused")
+    columns: tuple[str, ...] = ("layer", "class", "units_before", "units_after", "dead", "unused")
     columns += ("params_before", "params_after", "macs_before", "macs_after", "kept_because")
     return Rows(
         columns,

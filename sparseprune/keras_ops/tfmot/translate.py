@@ -30,7 +30,8 @@ SUPPORTED: dict[str, Twin] = {c: row.twin for c, row in LAYERS.items() if row.tw
 # Keras 3 activation name -> tf_keras activation (a name, or a function when tf_keras has none).
 # Names not listed (hard_sigmoid means something else in tf_keras; hard_silu, glu, ... are
 # missing there) are refused.
-SAME_ACTIVATIONS = ("linear", "relu", "sigmoid", "softmax", "tanh", "elu", "selu", "softplus")
+SAME_ACTIVATIONS: tuple[str, ...] = ("linear", "relu", "sigmoid", "softmax", "tanh", "elu")
+SAME_ACTIVATIONS += ("selu", "softplus")
 SAME_ACTIVATIONS += ("softsign", "swish", "gelu", "exponential", "mish")
 ACTIVATION_ALIASES = {"silu": "swish"}
 REGULARIZERS = ("L1", "L2", "L1L2", "OrthogonalRegularizer")
