@@ -61,7 +61,7 @@ def load_split(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, st
 
 
 def _pair(
-    path: str | Path, arrays: dict[str, np.ndarray], options: tuple
+    path: str | os.PathLike[str], arrays: dict[str, np.ndarray], options: tuple
 ) -> tuple[np.ndarray, np.ndarray, str] | None:
     """The first (x, y, x_key) pair present, checked; None if no pair is complete."""
     for x_key, y_key in options:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -51,6 +51,7 @@ def bench(
         from sparseprune.keras_ops.bench import BenchSpec, bench_models
 
         spec = BenchSpec(parse_sizes(batch_size), repeats, warmup, threads)
+        result: Any
         if serving:
             if len(models) != 1:
                 raise InputError("bench --serving takes one Keras model.")

@@ -160,7 +160,7 @@ class OneLineErrors(TyperGroup):
             code = quiet_broken_pipe()
         sys.exit(code if isinstance(code, int) else 0)
 
-    def invoke(self, ctx: typer.Context):
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except OSError as error:

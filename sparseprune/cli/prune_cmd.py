@@ -200,13 +200,13 @@ def prune(
         to_stdout = output == STDOUT
         with (
             input_path(model) as (path, label),
-            output_target(path, label, output) as (target, out_label),
+            output_target(path, label, output) as (destination, out_label),
         ):
-            others = (("model output", target),)
+            others = (("model output", destination),)
             report = Output.of(output_format, as_json, json_file, force, (path,), others)
             result = _with_progress(
                 path,
-                target,
+                destination,
                 spec,
                 force=force or to_stdout,
                 label=label,
@@ -218,7 +218,7 @@ def prune(
                 unsafe=unsafe,
             )
             if to_stdout:
-                with open(target, "rb") as written:
+                with open(destination, "rb") as written:
                     shutil.copyfileobj(written, sys.stdout.buffer, 1 << 20)
                 sys.stdout.buffer.flush()
         emit(result, RENDERER, report, to_stderr=to_stdout)

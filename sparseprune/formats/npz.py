@@ -10,6 +10,7 @@ allocated. Object arrays are refused (they would need pickles).
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,7 +31,7 @@ _HEADER_READERS = {
 
 
 def read_npz(
-    path: str | Path, what: str = "data file", keys: Iterable[str] | None = None
+    path: str | os.PathLike[str], what: str = "data file", keys: Iterable[str] | None = None
 ) -> dict[str, np.ndarray]:
     """The arrays of an `.npz` (only `keys` if given), checked before allocation.
 

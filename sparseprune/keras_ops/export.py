@@ -119,7 +119,7 @@ def _check_request(
     return load_inputs(data)
 
 
-def load_inputs(data: str | Path) -> tuple[np.ndarray, str]:
+def load_inputs(data: str | os.PathLike[str]) -> tuple[np.ndarray, str]:
     """Model inputs from an .npz: x_train, else x (float arrays become float32)."""
     arrays = read_npz(data)
     key = next((k for k in DATA_KEYS if k in arrays), None)
