@@ -45,11 +45,14 @@ PANELS: dict[str, dict[str, tuple[str, ...]]] = {
             *("--include-unknown", "--config", "--method"),
         ),
         "Output": (*OUTPUT_PANEL[1], "--keep-optimizer"),
-        "Verification and data": ("--verify", "--data", "--unsafe", "--custom-objects"),
+        "Verification and data": (
+            *("--verify", "--data", "--label", "--validation-split", "--unsafe"),
+            "--custom-objects",
+        ),
         "Fine-tuning (--epochs)": (
             *("--epochs", "--schedule", "--initial-sparsity", "--begin-step"),
             *("--end-step", "--frequency", "--power", "--batch-size", "--lr", "--optimizer"),
-            *("--loss", "--metrics", "--strategy", "--seed"),
+            *("--loss", "--metrics", "--strategy", "--seed", "--restore-best"),
         ),
     },
 }
