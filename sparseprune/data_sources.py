@@ -80,10 +80,10 @@ def _read_image(path: Path, shape: tuple[int | None, int | None, int]) -> np.nda
         with Image.open(path) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise InputError(f"image {path} is {image.width}x{image.height}: too large.")
-            image = image.convert("L" if channels == 1 else "RGB")
-            if height and width and image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.float32)
+            pixels = image.convert("L" if channels == 1 else "RGB")
+            if height and width and pixels.size != (width, height):
+                pixels = pixels.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(pixels, dtype=np.float32)
     except InputError:
         raise
     except Exception as error:  # Pillow raises many types for broken files

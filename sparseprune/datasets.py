@@ -72,7 +72,9 @@ def _pair(
     return None
 
 
-def _check_pair(path: str | Path, x_key: str, y_key: str, x: np.ndarray, y: np.ndarray) -> None:
+def _check_pair(
+    path: str | os.PathLike[str], x_key: str, y_key: str, x: np.ndarray, y: np.ndarray
+) -> None:
     if x.ndim == 0 or y.ndim == 0 or len(x) == 0:
         raise InputError(f"data file {path}: '{x_key}' and '{y_key}' hold no samples.")
     if len(x) != len(y):

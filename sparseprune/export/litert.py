@@ -141,7 +141,8 @@ def _match(name: str, shape: tuple[int, ...], kind: str, kernels: list[Kernel]) 
     if kind == "conv" and len(shape) == 4 and not same_shape:  # depthwise: (1, h, w, out)
         same_shape = [k for k in kernels if k.shape[:2] == shape[1:3] and len(k.shape) == 4]
     named = [k for k in same_shape if _names_layer(name, k.layer)]
-    return (named or same_shape or [None])[0]
+    candidates = named or same_shape
+    return candidates[0] if candidates else None
 
 
 def _row(op, kind, tensor, densified, kernel: Kernel | None, sparsity: bool) -> LayerRun:

@@ -12,7 +12,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from typing import IO
+from typing import IO, Protocol, cast
 
 from sparseprune.errors import InputError, UnsafeModelError, describe
 
@@ -116,11 +116,15 @@ class MemberStream(io.RawIOBase):
         super().close()
 
 
-def open_member(archive: zipfile.ZipFile, name: str, label: str) -> IO[bytes]:
+def open_member(
+    archive: zipfile.ZipFile, name: str, label: str
+) -> io.RawIOBase | io.BufferedIOBase:
     """A seekable binary stream of one member's bytes."""
     info = _member(archive, name, label)
     if info.compress_type == zipfile.ZIP_STORED and archive.fp is not None:
-        return _StoredWindow(archive.fp, _data_offset(archive.fp, info, label), info.file_size)
+        # zipfile keeps the binary file it was opened on; typeshed's IO[bytes] omits readinto.
+        fp = cast(ReadIntoFile, archive.fp)
+        return _StoredWindow(fp, _data_offset(fp, info, label), info.file_size)
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (returned to the caller, who closes it)
     try:
         with archive.open(info) as member:
@@ -145,7 +149,15 @@ def _member(archive: zipfile.ZipFile, name: str, label: str) -> zipfile.ZipInfo:
         ) from error
 
 
-def _data_offset(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> int:
+class ReadIntoFile(Protocol):
+    """A seekable binary file that can read into a caller's buffer (what zipfile reads from)."""
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+    def read(self, size: int = ..., /) -> bytes: ...
+    def readinto(self, buffer: memoryview, /) -> int: ...
+
+
+def _data_offset(fp: ReadIntoFile, info: zipfile.ZipInfo, label: str) -> int:
     fp.seek(info.header_offset)
     header = fp.read(_LOCAL_HEADER.size)
     if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
@@ -158,7 +170,7 @@ def _data_offset(fp: IO[bytes], info: zipfile.ZipInfo, label: str) -> int:
 class _StoredWindow(io.RawIOBase):
     """Read-only, seekable view of `length` bytes at `offset` in `fp`."""
 
-    def __init__(self, fp: IO[bytes], offset: int, length: int) -> None:
+    def __init__(self, fp: ReadIntoFile, offset: int, length: int) -> None:
         super().__init__()
         self._fp, self._offset, self._length, self._pos = fp, offset, length, 0
 

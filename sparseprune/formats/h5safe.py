@@ -6,6 +6,7 @@ Every object in the file is checked once when it is opened, so the readers above
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 from collections.abc import Iterator
 from typing import IO
@@ -45,7 +46,7 @@ def reading(label: str, what: str) -> Iterator[None]:
         ) from error
 
 
-def open_h5(source: str | IO[bytes], label: str) -> h5py.File:
+def open_h5(source: str | IO[bytes] | io.IOBase, label: str) -> h5py.File:
     """Open read-only and validate the whole tree; raise `InputError` for anything unreadable."""
     try:
         handle = h5py.File(source, "r", locking=False)

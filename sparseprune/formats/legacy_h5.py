@@ -8,6 +8,7 @@ kernel:0` under the layer `conv2d_1`. We follow `weight_names` (split into `weig
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import h5py
 
@@ -150,7 +151,7 @@ def string_list_attr(group: h5py.Group, name: str, label: str) -> list[str]:
     return out
 
 
-def _as_list(value: object) -> list:
+def _as_list(value: Any) -> list:  # an h5py attribute value (untyped)
     if isinstance(value, (str, bytes)):
         return [value]
     try:

@@ -14,12 +14,12 @@ import os
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 
 from sparseprune.errors import InputError, UnsafeModelError, describe
-from sparseprune.formats.archive import ZIP_ERRORS, check_expansion
+from sparseprune.formats.archive import ZIP_ERRORS, ReadIntoFile, check_expansion
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"
@@ -109,14 +109,15 @@ def _read_member(
                 f"{what} {source}: array '{key}' declares {declared:,} bytes of data but holds "
                 f"{max(available, 0):,}; the file is corrupt or hostile."
             )
-        buffer = _read_exactly(stream, declared)
+        # A ZipExtFile, which typeshed types as IO[bytes] (no readinto).
+        buffer = _read_exactly(cast(ReadIntoFile, stream), declared)
     if buffer is None:
         raise InputError(f"{what} {source}: array '{key}' is truncated.")
     array = np.frombuffer(buffer, dtype=dtype, count=math.prod(shape))
     return array.reshape(shape, order="F" if fortran else "C")
 
 
-def _read_exactly(stream: IO[bytes], size: int) -> bytearray | None:
+def _read_exactly(stream: ReadIntoFile, size: int) -> bytearray | None:
     """`size` bytes into one writable buffer (no second copy), or None if the stream ends early."""
     buffer = bytearray(size)
     view = memoryview(buffer)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +136,7 @@ class _Folder:
 
 
 def _pick_in_order(
-    count: int, tests: list[Callable[[int], bool]], wrapper: Wrapper, label: str
+    count: int, tests: Sequence[Callable[[int], bool]], wrapper: Wrapper, label: str
 ) -> list[int]:
     """For each test in turn, the first candidate after the previous pick that passes it."""
     picks: list[int] = []

@@ -88,14 +88,14 @@ def _describe_vars(
     layer_class = layer.class_name if layer else None
     found = _slots(layer, subpath, len(indices), keras2) if kind == "weight" else None
     tensors = []
-    for position, index in enumerate(indices):
-        dataset = vars_group[index]
+    for position, key in enumerate(indices):
+        dataset = vars_group[key]
         slot = found[position] if found else None
-        role = slot.role if slot else _fallback_role(subpath, index)
+        role = slot.role if slot else _fallback_role(subpath, key)
         tensor_kind: TensorKind = "state" if slot and slot.alias else kind
         tensors.append(
             TensorInfo(
-                path=f"{'/'.join(path)}/vars/{index}".lstrip("/"),
+                path=f"{'/'.join(path)}/vars/{key}".lstrip("/"),
                 layer=layer.name if layer else _unowned_name(kind, path),
                 layer_class=layer_class,
                 role=role,

@@ -280,6 +280,7 @@ def _stored_text(value: object) -> object:
 
 
 def _write_archive(model: ModelFile, target: Path, copier: TreeCopier) -> None:
+    assert model.archive is not None  # every .keras model is read from its archive
     with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
         weights_path = Path(scratch) / zipped.WEIGHTS_MEMBER
         with new_h5(weights_path) as out:
@@ -311,7 +312,7 @@ class Member:
             return self.source.info.file_size
         return self.source.stat().st_size
 
-    def open(self) -> IO[bytes]:
+    def open(self) -> IO[bytes] | io.RawIOBase:
         if isinstance(self.source, bytes):
             return io.BytesIO(self.source)
         if isinstance(self.source, InputMember):

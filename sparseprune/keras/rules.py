@@ -114,13 +114,16 @@ class GlobalPool:
     the same name (the model was loaded again) starts a new member list.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str | None) -> None:
         self.name = name
         self.members: list[tuple[weakref.ref, str, float | None]] = []
 
     def register(self, wrapper: Any, weight_role: str, cap: float | None) -> None:
         alive = [(ref, r, c) for ref, r, c in self.members if ref() is not None]
-        if any(ref().name == wrapper.name and r == weight_role for ref, r, _ in alive):
+        if any(
+            (live := ref()) is not None and live.name == wrapper.name and r == weight_role
+            for ref, r, _ in alive
+        ):
             alive = []
         self.members = [*alive, (weakref.ref(wrapper), weight_role, cap)]
 
@@ -128,8 +131,8 @@ class GlobalPool:
         return [(ref(), r, c) for ref, r, c in self.members if ref() is not None]
 
 
-POOLS: dict[str, GlobalPool] = {}
+POOLS: dict[str | None, GlobalPool] = {}
 
 
-def pool(name: str) -> GlobalPool:
+def pool(name: str | None) -> GlobalPool:  # None: the pool of global rules given no name
     return POOLS.setdefault(name, GlobalPool(name))

@@ -13,7 +13,7 @@ captured at trace time. The raw variables keep their values under the mask; `str
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -44,18 +44,20 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_size: Sequence[int] = (1, 1),
         block_pooling_type: str = "AVG",
         sparsity_m_by_n: Sequence[int] | None = None,
-        rules: dict[str, WeightRule | dict] | None = None,
+        rules: Mapping[str, WeightRule | dict] | None = None,
         masks: dict[str, np.ndarray] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = deserialize(pruning_schedule or ConstantSparsity(0.5, 0))
-        self.block_size = tuple(int(b) for b in block_size)
+        self.block_size = _two_ints(block_size, "block_size")
         if block_pooling_type not in ("AVG", "MAX"):
             raise ValueError(f"block_pooling_type must be 'AVG' or 'MAX', got {block_pooling_type}")
         self.block_pooling_type = block_pooling_type
-        self.sparsity_m_by_n = tuple(sparsity_m_by_n) if sparsity_m_by_n else None
+        self.sparsity_m_by_n = (
+            _two_ints(sparsity_m_by_n, "sparsity_m_by_n") if sparsity_m_by_n else None
+        )
         if self.sparsity_m_by_n and self.sparsity_m_by_n[0] >= self.sparsity_m_by_n[1]:
             raise ValueError(f"sparsity_m_by_n {self.sparsity_m_by_n}: m must be less than n.")
         self.rules = (
@@ -148,11 +150,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         }
         outer = in_stateless_scope()
         variables = self.layer.variables
-        mapping = [
-            (v, masked.get(id(v), v.value))
-            for v in variables
-            if outer or id(v) in masked
-        ]
+        mapping = [(v, masked.get(id(v), v.value)) for v in variables if outer or id(v) in masked]
         with keras.StatelessScope(state_mapping=mapping) as scope:
             outputs = self.layer(inputs, **kwargs)
         given = {id(k): value for k, value in mapping}
@@ -173,6 +171,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for weight, mask, rule in self.pairs:
             if rule.method == "fixed":
                 continue
+            assert rule.schedule is not None  # _chosen_rules gives every rule a schedule
             should, sparsity = rule.schedule(step)
 
             def new_mask(w=weight, m=mask, r=rule, s=sparsity):
@@ -185,6 +184,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for weight, mask, rule in self.pairs:
             if rule.method == "fixed":
                 continue
+            assert rule.schedule is not None  # _chosen_rules gives every rule a schedule
             should, sparsity = rule.schedule.at(step)
             if should:
                 mask.assign(ops.cast(self._compute_mask(weight, mask, rule, sparsity), mask.dtype))
@@ -258,6 +258,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             }
         )
         return config
+
+
+def _two_ints(value: Sequence[int], name: str) -> tuple[int, int]:
+    """A pair of ints, checked as TFMOT checks block_size and sparsity_m_by_n."""
+    if len(value) != 2:
+        raise ValueError(f"{name} must be two integers, got {tuple(value)}.")
+    return int(value[0]), int(value[1])
 
 
 def _assign_if(should: Any, variable: Any, compute: Any) -> None:

@@ -295,7 +295,7 @@ def _random(rng: np.random.Generator, shape: list[Any], dtype: str) -> np.ndarra
     return rng.normal(size=shape).astype(name if name.startswith("float") else "float32")
 
 
-def _time_batch(runner: _Runner, batch: int, spec: BenchSpec) -> dict[str, float]:
+def _time_batch(runner: _Runner, batch: int, spec: BenchSpec) -> dict[str, Any]:
     """Warm up (trace, allocate), then time `repeats` calls; latency figures in milliseconds."""
     try:
         inputs = runner.inputs(batch)
@@ -313,7 +313,7 @@ def _time_batch(runner: _Runner, batch: int, spec: BenchSpec) -> dict[str, float
     return latency_stats(times, batch)
 
 
-def latency_stats(times_ms: list[float], batch: int) -> dict[str, float]:
+def latency_stats(times_ms: list[float], batch: int) -> dict[str, Any]:
     """Median and p90 (nearest rank), spread = p90/median, throughput from the median."""
     ordered = sorted(times_ms)
     median = statistics.median(ordered)
@@ -342,7 +342,7 @@ def count_macs(model: Any) -> dict[str, Any]:
         name = type(layer).__name__
         sizes = {role: k.size for role, k in kernels.items()}
         counted = mac_count(name, sizes, positions) if positions is not None else None
-        if counted is None:
+        if counted is None or positions is None:
             if layer.weights:
                 uncounted.append(layer.name)
             continue

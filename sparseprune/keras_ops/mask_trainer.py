@@ -150,8 +150,8 @@ def _weight_rule(rule: TensorRule, rules: MaskRules, train: TrainSpec, steps, po
     pooling = rules.block_pooling.upper()
     target = rules.target if rule.method.startswith("global") else rule.target
     schedule = _schedule(target or 0.0, train, steps)
-    common = {"schedule": schedule, "threshold": rules.threshold}
-    table = {
+    common: dict[str, Any] = {"schedule": schedule, "threshold": rules.threshold}
+    table: dict[str, dict[str, Any]] = {
         "target": {"method": "magnitude"},
         "units": {"method": "units"},
         "blocks": {"method": "magnitude", "block": rules.block, "block_pooling": pooling},
@@ -190,7 +190,7 @@ def _schedule(target: float, train: TrainSpec, steps: ScheduleSteps):
 class _EpochTimer:
     """Seconds per epoch and the CLI's progress line (a Keras callback, built lazily)."""
 
-    def __new__(cls, train: TrainSpec, progress: Progress | None):
+    def __new__(cls, train: TrainSpec, progress: Progress | None) -> Any:  # a keras Callback
         import keras
 
         from sparseprune.keras.api import layer_sparsity
@@ -225,7 +225,7 @@ class _EpochTimer:
 class _BestKeeper:
     """Candidates at the final sparsity, ranked on validation data (`--restore-best`)."""
 
-    def __new__(cls, model, variables, rules, steps, data, train, start):
+    def __new__(cls, model, variables, rules, steps, data, train, start) -> Any:  # a Callback
         import keras
 
         from sparseprune.keras.api import apply_masks

@@ -116,7 +116,7 @@ class GlobalCut:
 
 
 def global_cut(
-    read: Callable[[int], np.ndarray],
+    read: Callable[[int], np.ndarray | Iterable[np.ndarray]],
     sizes: Sequence[int],
     total_prune: int,
     caps: Sequence[int],

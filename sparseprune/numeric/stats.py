@@ -22,6 +22,7 @@ def exact_threshold(threshold: float, dtype: np.dtype) -> float | np.floating:
         return threshold
     with np.errstate(over="ignore"):
         value = np.asarray(threshold, dtype=dtype)[()]
+    assert isinstance(value, np.floating)  # a 0-d array indexed by () is a numpy scalar
     if float(value) > threshold:
         value = np.nextafter(value, dtype.type(-np.inf))
     return value

@@ -102,11 +102,11 @@ def _run_tfmot(
 
     from sparseprune.keras_ops.tfmot.client import run_tfmot
 
-    targets = {
-        p.tensor.name: p.target
-        for p in plan.pruned
-        if p.method in (TensorMethod.TARGET, TensorMethod.BLOCKS)
-    }
+    targets: dict[str, float] = {}
+    for p in plan.pruned:
+        if p.method in (TensorMethod.TARGET, TensorMethod.BLOCKS):
+            assert p.target is not None  # plan._assign_target sets it with these methods
+            targets[p.tensor.name] = p.target
     if plan.spec.pattern is not None:
         targets = {p.tensor.name: 0.0 for p in plan.pruned}
     with tempfile.TemporaryDirectory(prefix="sparseprune-tfmot-") as scratch:

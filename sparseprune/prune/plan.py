@@ -99,7 +99,11 @@ class Plan:
 
 def mask_rules(plan: Plan) -> MaskRules:
     """The plan as rules a trainer applies at every schedule step."""
-    rules = tuple(TensorRule(p.tensor.name, p.method, p.target, p.cap, p.mask) for p in plan.pruned)
+    rules = tuple(
+        TensorRule(p.tensor.name, p.method, p.target, p.cap, p.mask)
+        for p in plan.tensors
+        if p.method is not None  # plan.pruned, spelled out so the type checker sees it
+    )
     spec = plan.spec
     return MaskRules(
         rules, spec.target, spec.threshold, spec.pattern, spec.block, spec.block_pooling
@@ -214,6 +218,7 @@ def _assign_target(
     plan.cap = rule.max_sparsity
     if rule.target is not None or (spec.target is not None and spec.scope is Scope.LAYER):
         target = rule.target if rule.target is not None else spec.target
+        assert target is not None  # the condition above: one of the two is set
         plan.target = min(target, rule.max_sparsity) if rule.max_sparsity is not None else target
         plan.method = own
     elif spec.target is not None:
@@ -253,15 +258,15 @@ def _load_masks(path: str, tensors: list[TensorInfo]) -> dict[str, np.ndarray]:
             by_key.setdefault(tensor.layer, tensor)
     masks = {}
     for key, mask in arrays.items():
-        tensor = by_key.get(key)
-        if tensor is None:
+        owner = by_key.get(key)
+        if owner is None:
             raise InputError(
                 f"mask file {path} has an entry '{key}' but the model has no such layer."
             )
-        if tuple(mask.shape) != tensor.shape:
+        if tuple(mask.shape) != owner.shape:
             raise InputError(
-                f"mask '{key}' has shape {tuple(mask.shape)} but {tensor.name} has shape "
-                f"{tensor.shape}."
+                f"mask '{key}' has shape {tuple(mask.shape)} but {owner.name} has shape "
+                f"{owner.shape}."
             )
-        masks[tensor.path] = mask
+        masks[owner.path] = mask
     return masks

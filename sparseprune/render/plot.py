@@ -27,6 +27,7 @@ def save_plot(report: ModelReport, path: str) -> None:
     centers = (LOG10_EDGES[:-1] + LOG10_EDGES[1:]) / 2
     for row, weight in enumerate(weights):
         counts = weight.stats.histogram
+        assert counts is not None  # rows without a histogram were left out above
         scale = 0.8 / max(int(counts.max()), 1)
         dist.fill_between(centers, row, row + counts * scale, step="mid", alpha=0.7)
         if weight.stats.zeros:
@@ -37,7 +38,9 @@ def save_plot(report: ModelReport, path: str) -> None:
                 xycoords=("axes fraction", "data"),
             )
     threshold = math.log10(report.threshold) if report.threshold > 0 else LOG10_EDGES[0]
-    dist.set_xlim(*_x_range([w.stats.histogram for w in weights], threshold))
+    dist.set_xlim(
+        *_x_range([w.stats.histogram for w in weights if w.stats.histogram is not None], threshold)
+    )
     dist.axvline(
         threshold, color="crimson", linestyle="--", label=f"threshold {report.threshold:g}"
     )

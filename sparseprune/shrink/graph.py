@@ -65,7 +65,8 @@ class Group:
 def build_graph(config: dict) -> Graph:
     """The graph of a Sequential or Functional config; an `InputError` for anything else."""
     kind = config.get("class_name")
-    body = config.get("config") if isinstance(config.get("config"), dict) else {}
+    raw = config.get("config")
+    body = raw if isinstance(raw, dict) else {}
     entries = [e for e in body.get("layers", []) if isinstance(e, dict)]
     if kind == "Sequential":
         nodes = _sequential_nodes(entries)
@@ -107,7 +108,8 @@ def _functional_nodes(entries: list[dict]) -> dict[str, Node]:
 
 
 def _node(entry: dict) -> Node:
-    config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    raw = entry.get("config")
+    config = raw if isinstance(raw, dict) else {}
     name = config.get("name") or entry.get("name")
     if not isinstance(name, str):
         raise InputError("a layer in the model config has no name.")
@@ -117,7 +119,9 @@ def _node(entry: dict) -> Node:
 def _refs(value: object) -> list[list]:
     if isinstance(value, list) and value and isinstance(value[0], str):
         return [value]
-    return [v for v in value or [] if isinstance(v, list) and v and isinstance(v[0], str)]
+    if not isinstance(value, list):  # absent, or not a list of references (hostile config)
+        return []
+    return [v for v in value if isinstance(v, list) and v and isinstance(v[0], str)]
 
 
 def keras_tensors(data: object) -> Iterator[dict]:

@@ -103,7 +103,7 @@ def _missing_weights(group: Group, arrays: Arrays) -> str | None:
 
 def _dead(member: Node, arrays: Arrays, threshold: float) -> np.ndarray:
     kernel = np.moveaxis(arrays[member.name][unit_role(member)], member.facts.out_axis, -1)
-    return (np.abs(kernel) <= threshold).reshape(-1, kernel.shape[-1]).all(0)
+    return np.asarray((np.abs(kernel) <= threshold).reshape(-1, kernel.shape[-1]).all(0))
 
 
 def _group_problem(group: Group, slots: dict[str, np.ndarray], arrays: Arrays) -> str | None:
@@ -335,7 +335,7 @@ def bias_sink(consumer: Node, ctx: Context) -> tuple[str, str, float] | None:
     return None
 
 
-def _contribution(plan: ConsumerPlan, j: int, weights: dict) -> np.ndarray:
+def _contribution(plan: ConsumerPlan, j: int | np.integer, weights: dict) -> np.ndarray:
     """What channel j at a constant 1 adds to each output unit of the consumer."""
     consumer = plan.consumer
     kernel = weights[consumer.facts.kernel]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TypeGuard
 
 from sparseprune.layers.channels import PRODUCERS
 from sparseprune.shrink.graph import Graph, Node, keras_tensors
@@ -25,7 +26,7 @@ _SAME_SHAPE = frozenset(
 )  # fmt: skip
 
 
-def _ints(value: object, count: int, default: int = 1) -> list[int]:
+def _ints(value: int | Iterable[int] | None, count: int, default: int = 1) -> list[int]:
     if value is None:
         return [default] * count
     return [value] * count if isinstance(value, int) else list(value)
@@ -85,13 +86,13 @@ def input_shapes(graph: Graph) -> dict[str, list[Shape | None]]:
 
 def _built_rank(built: object) -> int | None:
     if _is_shape(built):
-        return len(built)  # type: ignore[arg-type]
+        return len(built)
     if isinstance(built, list) and built and _is_shape(built[0]):
         return len(built[0])
     return None
 
 
-def _is_shape(value: object) -> bool:
+def _is_shape(value: object) -> TypeGuard[list]:
     return isinstance(value, list) and len(value) >= 2 and not isinstance(value[0], list)
 
 
@@ -100,12 +101,13 @@ def _output_shape(node: Node, shapes: list[Shape | None]) -> Shape | None:
     if cls == "InputLayer":
         given = config.get("batch_shape") or config.get("batch_input_shape")
         return list(given) if _is_shape(given) else None
-    if not shapes or any(s is None or any(d is None for d in s[1:]) for s in shapes):
+    known = [s for s in shapes if s is not None]
+    if not known or len(known) < len(shapes) or any(d is None for s in known for d in s[1:]):
         return None
     rule = _RULES.get(cls) or _RULES.get(node.facts.kind)
     if rule is not None:
-        return rule(config, shapes)
-    return shapes[0] if cls in _SAME_SHAPE else None
+        return rule(config, known)
+    return known[0] if cls in _SAME_SHAPE else None
 
 
 def _windowed(config: dict, shapes: list[Shape]) -> Shape:

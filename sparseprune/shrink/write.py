@@ -62,6 +62,7 @@ def write_shrunk(
 
 
 def _write_archive(model: ModelFile, copier: TreeCopier, config: str, target: Path) -> None:
+    assert model.archive is not None  # every .keras model is read from its archive
     with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
         weights_path = Path(scratch) / zipped.WEIGHTS_MEMBER
         with new_h5(weights_path) as out:

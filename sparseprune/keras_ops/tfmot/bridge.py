@@ -24,6 +24,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_schedule import (
+    ConstantSparsity,
+    PolynomialDecay,
+    PruningSchedule,
+)
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
     PruneLowMagnitude,  # not exported by TFMOT's public API (pinned to 0.8.x)
 )
@@ -67,7 +72,7 @@ class Outcome:
     metrics: dict[str, Any]
 
 
-class _EndAligned:
+class _EndAligned(PruningSchedule):
     """Mixin: also prune at `end_step`, as sparseprune's `should_update` does."""
 
     def _should_prune_in_step(
@@ -77,11 +82,11 @@ class _EndAligned:
         return tf.math.logical_or(regular, tf.math.equal(step, end_step))
 
 
-class AlignedPolynomialDecay(_EndAligned, sparsity.PolynomialDecay):
+class AlignedPolynomialDecay(_EndAligned, PolynomialDecay):
     """TFMOT's PolynomialDecay that also prunes at its end step."""
 
 
-class AlignedConstantSparsity(_EndAligned, sparsity.ConstantSparsity):
+class AlignedConstantSparsity(_EndAligned, ConstantSparsity):
     """TFMOT's ConstantSparsity that also prunes at its end step."""
 
 
@@ -286,7 +291,7 @@ def _one_shot(wrapped: Any) -> tuple[Any, dict[str, Any]]:
     which TFMOT computes N:M masks.
     """
     _update_masks(wrapped, step=1)
-    metrics = {"before": {}, "after": {}, "seconds_per_epoch": [], "steps": None}
+    metrics: dict[str, Any] = {"before": {}, "after": {}, "seconds_per_epoch": [], "steps": None}
     return sparsity.strip_pruning(wrapped), metrics
 
 

@@ -85,7 +85,9 @@ def _prune(request: dict[str, Any]) -> dict[str, Any]:
         ),
         progress=_print_progress,
     )
-    np.savez(Path(request["workdir"]) / WEIGHTS, **outcome.weights)
+    # Any: numpy's stub also matches **arrays against savez's `allow_pickle: bool`.
+    arrays: dict[str, Any] = outcome.weights
+    np.savez(Path(request["workdir"]) / WEIGHTS, **arrays)
     return outcome.metrics
 
 
