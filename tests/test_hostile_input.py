@@ -180,3 +180,22 @@ def test_unprintable_layer_name_is_reported_not_a_crash(tmp_path: Path) -> None:
     )
     result = run_inspect(path)
     assert result.exit_code == 0 and "d?x" in result.stdout
+
+
+def test_shrink_survives_output_layers_that_are_not_a_list(tmp_path: Path) -> None:
+    """`output_layers: 7` once raised TypeError out of the shrink graph builder."""
+    config = json.loads(json.dumps(CONFIG))
+    config["class_name"] = "Functional"
+    config["config"].update(input_layers=[["in", 0, 0]], output_layers=7)
+    source = write_keras(
+        tmp_path / "odd.keras",
+        [
+            ("metadata.json", b'{"keras_version": "3.15.1"}'),
+            ("config.json", json.dumps(config).encode()),
+            ("model.weights.h5", weights_h5_bytes()),
+        ],
+    )
+    result = runner.invoke(app, ["shrink", str(source), "-o", str(tmp_path / "out.keras")])
+    assert result.exit_code in (0, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
