@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from handmade import write_keras
 from sparseprune import __version__
 from sparseprune.cli import app
+from sparseprune.errors import DEBUG_ENV
 
 runner = CliRunner()
 
@@ -156,7 +157,9 @@ def test_several_models_and_a_bad_one(tmp_path: Path, model: str) -> None:
     assert len(doc["models"]) == 2 and doc["errors"][0]["path"].endswith("missing.h5")
 
 
-def test_debug_shows_traceback(tmp_path: Path) -> None:
+def test_debug_shows_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --debug exports SPARSEPRUNE_DEBUG for worker processes; undo it so later tests run quiet.
+    monkeypatch.setenv(DEBUG_ENV, "0")
     result = runner.invoke(app, ["--debug", "inspect", str(tmp_path / "missing.h5")])
     assert result.exit_code != 0 and result.exception is not None
     assert "tensorflow" not in sys.modules

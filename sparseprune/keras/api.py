@@ -184,14 +184,27 @@ def apply_masks_stateless(
     return out
 
 
+def _masked_counts(wrapper: Any) -> tuple[int, int]:
+    """(masked, total) weights of one wrapper, measured from its mask variables."""
+    pruned = total = 0
+    for _, mask, _ in wrapper.pairs:
+        values = np.asarray(keras.ops.convert_to_numpy(mask.value))
+        pruned += int(np.count_nonzero(values == 0))
+        total += values.size
+    return pruned, total
+
+
 def layer_sparsity(model: Any) -> dict[str, float]:
     """Fraction of masked weights per wrapped layer, measured from the mask variables."""
     out = {}
     for wrapper in wrappers(model):
-        pruned = total = 0
-        for _, mask, _ in wrapper.pairs:
-            values = np.asarray(keras.ops.convert_to_numpy(mask.value))
-            pruned += int(np.count_nonzero(values == 0))
-            total += values.size
+        pruned, total = _masked_counts(wrapper)
         out[wrapper.layer.name] = pruned / total if total else 0.0
     return out
+
+
+def masked_fraction(model: Any) -> float:
+    """Masked weights over all wrapped weights: the model's sparsity, weighted by tensor size."""
+    counts = [_masked_counts(wrapper) for wrapper in wrappers(model)]
+    total = sum(t for _, t in counts)
+    return sum(p for p, _ in counts) / total if total else 0.0

@@ -193,7 +193,7 @@ class _EpochTimer:
     def __new__(cls, train: TrainSpec, progress: Progress | None) -> Any:  # a keras Callback
         import keras
 
-        from sparseprune.keras.api import layer_sparsity
+        from sparseprune.keras.api import masked_fraction
 
         class EpochTimer(keras.callbacks.Callback):
             def __init__(self) -> None:
@@ -207,15 +207,12 @@ class _EpochTimer:
             def on_epoch_end(self, epoch, logs=None):
                 self.seconds.append(time.perf_counter() - self.started)
                 if progress is not None:
-                    sparsity = layer_sparsity(self.model)
                     progress(
                         {
                             "epoch": epoch + 1,
                             "epochs": train.epochs,
                             "logs": {k: float(v) for k, v in (logs or {}).items()},
-                            "sparsity": float(np.mean(list(sparsity.values())))
-                            if sparsity
-                            else 0.0,
+                            "sparsity": masked_fraction(self.model),
                         }
                     )
 
