@@ -85,6 +85,10 @@ def test_schedule_steps_frequency_begin_end(facts: dict) -> None:
 
 def test_block_and_m_by_n(facts: dict) -> None:
     assert facts["block_exact"] and facts["m_by_n_exact"]
+    # TFMOT refuses anything but two ints for both
+    block, m_by_n = facts["bad_pairs_refused"]
+    assert "block_size must be two integers" in block
+    assert "sparsity_m_by_n must be two integers" in m_by_n
 
 
 def test_global_scope_with_cap_and_fixed_mask(facts: dict) -> None:
