@@ -27,7 +27,7 @@ MISSING = {
 }
 # Fixtures that run Keras in a subprocess: a test that uses one (directly or through another
 # fixture) is skipped without TensorFlow. A module's own Keras fixture asks for `needs_tensorflow`.
-KERAS_FIXTURES = {"fixture_dir", "expected", "needs_tensorflow"}
+KERAS_FIXTURES = {"fixture_dir", "expected", "needs_tensorflow", "zoo_dir"}
 
 
 KERAS_PACKAGES = ("sparseprune.keras_ops", "sparseprune.keras")

@@ -149,6 +149,7 @@ def test_recipe_blocks_and_per_layer_target(tmp_path: Path) -> None:
         assert np.array_equal(after[layer][0], np.where(mask, 0, kernel)), layer
 
 
+@pytest.mark.tensorflow
 def test_refusals_name_the_reason(tmp_path: Path) -> None:
     out = str(tmp_path / "x.keras")
     assert "convolutions" in refused(str(CNN), "-o", out, "--target", "0.9", "--block", "4x1",

@@ -136,6 +136,7 @@ def test_max_sparsity_gate_names_layer(model: str) -> None:
     assert json.loads(result.stdout)["models"][0]["failures"]
 
 
+@pytest.mark.plot
 def test_plot(tmp_path: Path, model: str) -> None:
     target = tmp_path / "plot.png"
     assert invoke("inspect", model, "--plot", str(target)).exit_code == 0

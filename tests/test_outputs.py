@@ -76,6 +76,7 @@ def test_second_path_to_the_input_is_refused(model: Path, second_path: str, opti
     assert not (model.parent / "out.keras").exists()
 
 
+@pytest.mark.plot
 def test_plot_onto_the_input_is_refused(model: Path) -> None:
     alias = model.parent / "alias.png"
     os.symlink(model, alias)
@@ -103,6 +104,7 @@ def test_existing_json_file_needs_force(model: Path) -> None:
     assert str(out) in json.dumps(json.loads(report.read_text()))
 
 
+@pytest.mark.plot
 def test_existing_plot_needs_force(model: Path) -> None:
     plot = model.parent / "p.png"
     plot.write_bytes(b"keep")
@@ -412,6 +414,7 @@ def test_markup_in_names_prints_literally(tmp_path: Path, name: str) -> None:
 # --- the TFLite output follows the same rules (refused before TensorFlow is imported) -------------
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("second_path", ["hardlink", "symlink", "existing"])
 def test_tflite_output_rules(model: Path, second_path: str) -> None:
     target = model.parent / "out.tflite"

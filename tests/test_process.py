@@ -20,6 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=300)
 
 
+@pytest.mark.plot
 def test_inspect_and_prune_never_import_tensorflow(tmp_path: Path) -> None:
     code = f"""
 import sys

@@ -166,6 +166,7 @@ def test_non_unit_tensors_skipped_with_reason(tmp_path: Path) -> None:
     assert {t["name"] for t in doc["tensors"]} == {"hidden1/kernel", "hidden2/kernel"}
 
 
+@pytest.mark.tensorflow
 def test_tfmot_and_single_weight_rules_refused(tmp_path: Path) -> None:
     out = tmp_path / "t.keras"
     result = runner.invoke(
