@@ -91,7 +91,7 @@ def test_a_command_loads_only_its_own_module() -> None:
     code = (
         "import sys\n"
         "from sparseprune.cli import main\n"
-        f"sys.argv = ['sparseprune', 'inspect', {str(SAMPLES / 'mlp.h5')!r}, '--json']\n"
+        f"sys.argv = ['sparseprune', 'inspect', {str(SAMPLES / 'mlp.h5')!r}, '-f', 'csv']\n"
         "try:\n"
         "    main()\n"
         "except SystemExit:\n"

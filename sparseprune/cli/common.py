@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import re
-import signal
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from typer.core import TyperGroup
@@ -20,10 +18,15 @@ try:  # Typer >= 0.20 vendors Click; its exceptions are the ones raised
     from typer._click import exceptions as click
 except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click  # type: ignore[no-redef]
-from rich.console import Console
-from rich.markup import escape
 
 from sparseprune.choices import OutputFormat
+from sparseprune.cli.process import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    StdoutClosed,
+    Terminated,
+    quiet_broken_pipe,
+)
 from sparseprune.errors import SparsePruneError, strip_ansi
 from sparseprune.extras import extra_for_module, install_hint
 
@@ -50,15 +53,10 @@ JsonFileOption = Annotated[
     typer.Option("--json-file", help="Also write the JSON document to this file (atomically)."),
 ]
 
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class StdoutClosed(Exception):
-    """The reader of stdout went away (`| head`)."""
 
 
 @dataclass
@@ -68,19 +66,48 @@ class State:
 
 
 state = State()
-# emoji=False: names read from files (":x:") must print as they are.
-stdout = Console(highlight=False, soft_wrap=False, emoji=False)
-stderr = Console(stderr=True, highlight=False, emoji=False)
 
 
 def _stdout_closed() -> None:
     raise StdoutClosed()
 
 
-for _console in (stdout, stderr):
-    if not _console.is_terminal:
-        _console.width = 160  # piped tables stay readable instead of wrapping at 80 columns
-    _console.on_broken_pipe = _stdout_closed  # type: ignore[method-assign] # rich would exit 1; we exit 141 quietly
+class LazyConsole:
+    """A rich Console made on first use, so output that needs no table never imports rich."""
+
+    def __init__(self, **options: Any) -> None:
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_console", None)
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            console = Console(**self._options)
+            if not console.is_terminal:
+                console.width = 160  # piped tables stay readable instead of wrapping at 80
+            console.on_broken_pipe = _stdout_closed  # type: ignore[method-assign] # rich would exit 1; we exit 141 quietly
+            object.__setattr__(self, "_console", console)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.console, name, value)
+
+
+# emoji=False: names read from files (":x:") must print as they are.
+stdout = cast("Console", LazyConsole(highlight=False, soft_wrap=False, emoji=False))
+stderr = cast("Console", LazyConsole(stderr=True, highlight=False, emoji=False))
+
+
+def escape(text: str) -> str:
+    """rich's markup escape (imported on first use, like the consoles)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def last_error() -> str:
@@ -124,19 +151,6 @@ def exit_codes() -> Iterator[None]:
         raise SystemExit(fail("terminated.", EXIT_TERMINATED).exit_code) from None
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so cleanup runs as for Ctrl-C (not an Exception)."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM cleans up like SIGINT. Only the CLI's own process does this, not the library."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
-
-
 class OneLineErrors(TyperGroup):
     """The app's group: usage errors as one stderr line (exit 2), a closed stdout pipe as a
     quiet exit 141 (128 + SIGPIPE, what a shell reports for a writer killed by SIGPIPE)."""
@@ -178,14 +192,6 @@ def usage_error(error: click.ClickException) -> int:
     return fail(
         message + ".", 2 if isinstance(error, click.UsageError) else error.exit_code
     ).exit_code
-
-
-def quiet_broken_pipe() -> int:
-    """Point stdout at /dev/null so the interpreter's last flush cannot fail, then exit 141."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    return EXIT_BROKEN_PIPE
 
 
 def end_on_failures(failures: Sequence[str]) -> None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 from sparseprune.choices import OutputFormat
 from sparseprune.cli.common import stderr, stdout
-from sparseprune.formats.atomic import check_output_path, write_text_output
 from sparseprune.render.tabular import Rows, to_csv, to_markdown
 from sparseprune.streams import STDIN
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Output:
         inputs = tuple(str(p) for p in inputs if str(p) != STDIN)
         output = cls(OutputFormat.JSON if as_json else fmt, json_file, force, inputs)
         if json_file is not None:
+            from sparseprune.formats.atomic import check_output_path  # formats/ loads h5py
+
             check_output_path(json_file, force, inputs, others)
         return output
 
@@ -74,6 +77,8 @@ class Output:
 def emit(result: Any, renderer: Renderer, output: Output, to_stderr: bool = False) -> None:
     """Print `result` in the chosen format (on stderr when stdout carries a model file)."""
     if output.json_file is not None:
+        from sparseprune.formats.atomic import write_text_output
+
         text = result.to_json() + "\n"
         write_text_output(output.json_file, text, force=output.force, inputs=output.inputs)
     console = stderr if to_stderr else stdout
