@@ -41,6 +41,13 @@ def export(
             "--require-sparse", help="Exit 1 if a pruned kernel would run dense in LiteRT."
         ),
     ] = False,
+    pruned_at: Annotated[
+        float,
+        typer.Option(
+            "--pruned-at",
+            help="Share of zeros from which --require-sparse treats a kernel as pruned.",
+        ),
+    ] = 0.1,
     force: ForceOption = False,
     unsafe: UnsafeOption = False,
     output_format: FormatOption = OutputFormat.TABLE,
@@ -61,6 +68,7 @@ def export(
             force=force,
             unsafe=unsafe,
             require_sparse=require_sparse,
+            pruned_at=pruned_at,
         )
         from sparseprune.render import bench_output
 

@@ -21,7 +21,12 @@ import numpy as np
 
 from sparseprune.choices import Quantize
 from sparseprune.errors import InputError, describe
-from sparseprune.export.litert import file_kernels, layer_runs, require_sparse_failures
+from sparseprune.export.litert import (
+    PRUNED_FRACTION,
+    file_kernels,
+    layer_runs,
+    require_sparse_failures,
+)
 from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.formats.npz import read_npz
 from sparseprune.formats.tflite import read_tflite
@@ -62,16 +67,22 @@ def export_model(
     force: bool = False,
     unsafe: bool = False,
     require_sparse: bool = False,
+    pruned_at: float = PRUNED_FRACTION,
 ) -> ExportResult:
     """Convert `path` to TFLite at `output` (atomically) and measure what the conversion did.
 
     `sparsity` asks the converter to encode zero-heavy tensors sparsely; `quantize` is int8
     (calibrated on `data`) or float16. The written flatbuffer is read back: `layers` says per
     kernel whether LiteRT runs it sparse and why; with `require_sparse`, `failures` lists
-    pruned kernels that would run dense. With `data`, Keras and TFLite outputs are compared.
+    pruned kernels that would run dense; a kernel counts as pruned from `pruned_at` zeros
+    (default 10%: trained kernels have almost no exact zeros, and below ~30% the converter does
+    not encode a tensor sparse at all, so any kernel prune touched is checked). With `data`,
+    Keras and TFLite outputs are compared.
     """
     path, target = os.fspath(path), Path(output)
     quantize = None if quantize is None else Quantize.parse(quantize, "quantize")
+    if not 0 < pruned_at <= 1:
+        raise InputError(f"--pruned-at must be in (0, 1], got {pruned_at}.")
     samples, data_label = _check_request(path, target, quantize, data, force, unsafe)
     model = load_keras_model(path, unsafe)
     if samples is not None:
@@ -79,7 +90,7 @@ def export_model(
     content = convert(model, quantize, samples, sparsity)
     with atomic_path(target, force=force, inputs=(path,)) as temp:
         temp.write_bytes(content)
-    rows = layer_runs(read_tflite(content, str(target)), file_kernels(path), sparsity)
+    rows = layer_runs(read_tflite(content, str(target)), file_kernels(path), sparsity, pruned_at)
     result = ExportResult(
         model=path,
         output=str(target),
