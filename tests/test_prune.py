@@ -328,7 +328,6 @@ def test_format_conversion_keras_to_h5(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "suffix", "words"),
     [
-        ("tf_keras_mlp.h5", ".keras", "written by Keras 2"),
         ("mlp.weights.h5", ".keras", "weights only"),
         ("mlp.keras", ".weights.h5", "cannot be written"),
     ],

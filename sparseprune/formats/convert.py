@@ -1,17 +1,25 @@
-"""Write a full model in the other format: `.keras` <-> legacy `.h5`, for files Keras 3 wrote.
+"""Write a full model in the other format: `.keras` <-> legacy `.h5`, in the writer's own Keras.
 
-Weights are re-laid out, the architecture is carried as JSON data:
+A file written by Keras 3 becomes a Keras 3 file, one written by tf_keras (Keras 2) a tf_keras
+file (its users load it with tf_keras, which cannot read Keras 3 files; Keras 3 also loads a
+tf_keras `.h5`). Weights are re-laid out, the architecture is carried as JSON data (each Keras
+reads the other format's layer configs):
 - to `.h5`: `model_config` is the archive's config; `model_weights/<layer>` groups list
   `weight_names` in Keras's legacy order (a top-level layer's trainable weights, then the rest),
   because stock Keras matches layers by order and weights by position.
 - to `.keras`: weights go to `layers/<key>/vars/<i>` with keys replayed from the config as Keras
-  assigns them (snake_case class name, `_1`, `_2`, ... per container), RNN cells under `cell`.
+  assigns them (snake_case class name, `_1`, `_2`, ... per container), sub-layers under the
+  attribute that writer saves them by (`cell`, tf_keras's `_query_dense`), and the model's own
+  (empty) `vars` at the root, which tf_keras requires.
+A layer class the table does not know (a registered custom layer) converts when all its
+variables are its own: both layouts keep them in the layer's variable order (`var0`, `var1`, ...).
 Optimizer state and the compile settings are not carried over (they have no common layout).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +30,7 @@ import numpy as np
 from sparseprune.errors import InputError
 from sparseprune.formats import archive as zipped
 from sparseprune.formats.config import LayerTree
-from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, TensorInfo
+from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS, LayerInfo, TensorInfo
 from sparseprune.formats.reader import ModelFile
 from sparseprune.formats.varstore import storage_keys
 from sparseprune.formats.writer import (
@@ -35,15 +43,26 @@ from sparseprune.formats.writer import (
     write_zip,
 )
 from sparseprune.layers.slots import Slot, slots
-from sparseprune.layers.table import LAYERS
+from sparseprune.layers.table import LAYERS, MODEL_CLASSES
 
-# Where Keras 3 finds its model classes when a `.keras` config names them.
+# (module, registered_name) a `.keras` config gives its model class, per writer's major version.
 MODEL_MODULES = {
-    "Sequential": "keras",
-    "Functional": "keras.src.models.functional",
-    "Model": "keras.src.models.model",
+    ("3", "Sequential"): ("keras", None),
+    ("3", "Functional"): ("keras.src.models.functional", None),
+    ("3", "Model"): ("keras.src.models.model", None),
+    ("2", "Sequential"): ("keras", None),
+    ("2", "Functional"): ("tf_keras.src.engine.functional", "Functional"),
 }
+ARCHIVE_ONLY_KEYS = ("module", "registered_name", "build_config")  # `.h5` layer entries lack
+WRITERS = ("2", "3")  # tf_keras (and Keras 2) and Keras 3
 FIXED_DATE = "1980-01-01@00:00:00"  # metadata.json is ignored by the loader; keep output stable
+_OWN_VARIABLE = re.compile(r"var(\d+)$")  # how both readers name a custom layer's variables
+
+
+def writer_major(model: ModelFile) -> str | None:
+    """'3' for Keras 3, '2' for tf_keras / Keras 2, None when the file does not say."""
+    version = model.writer or ""
+    return version.split(".", 1)[0] if version[:1].isdigit() else None
 
 
 def check_convertible(model: ModelFile, target_format: str) -> None:
@@ -53,12 +72,18 @@ def check_convertible(model: ModelFile, target_format: str) -> None:
             f"{model.path} holds weights only; converting needs a full model, so give -o the "
             "input's suffix."
         )
-    if not (model.writer or "").startswith("3."):
+    if writer_major(model) not in WRITERS:
         raise InputError(
-            f"{model.path} was written by Keras {model.writer or '(unknown)'} (tf_keras), whose "
-            "layouts differ from Keras 3's; only files written by Keras 3 are converted between "
-            ".keras and .h5 (load it with tf_keras and save it in the other format), so give -o "
-            "the input's suffix."
+            f"{model.path} was written by Keras {model.writer or '(version not recorded)'}; "
+            "only files written by Keras 3 or tf_keras (Keras 2) are converted between .keras "
+            "and .h5, so give -o the input's suffix (or re-save the model with one of them)."
+        )
+    wrapped = [layer.name for layer in model.layers if _is_pruning_wrapper(layer)]
+    if wrapped:
+        raise InputError(
+            f"{model.path} holds TFMOT pruning wrappers ('{wrapped[0]}'), which only TFMOT's "
+            "prune_scope() can load; nothing was written. Remove them first with `sparseprune "
+            "strip`, then convert the stripped file."
         )
     if model.tree is not None and not model.tree.children and model.model_tensors:
         raise InputError(
@@ -69,12 +94,28 @@ def check_convertible(model: ModelFile, target_format: str) -> None:
     located = tensor_slots(model)
     for tensor in model.model_tensors:
         if tensor.name not in located:
-            raise InputError(
-                f"layer '{tensor.layer}' ({tensor.layer_class or 'unknown class'}) is not in "
-                "sparseprune's layer table, so where its variables go in the other format "
-                "cannot be told; nothing was written. Give -o the input's suffix."
-            )
+            raise InputError(_unplaced(tensor))
     _ = target_format
+
+
+def _unplaced(tensor: TensorInfo) -> str:
+    known = tensor.layer_class in LAYERS
+    why = (
+        "its variables do not match its row in sparseprune's layer table"
+        if known
+        else "it is not in sparseprune's layer table and keeps variables in sub-layers, which "
+        ".keras files store by attribute and .h5 files by sub-layer name (neither says which "
+        "is which)"
+    )
+    return (
+        f"layer '{tensor.layer}' ({tensor.layer_class or 'unknown class'}) cannot be placed in "
+        f"the other format: {why}; nothing was written. Give -o the input's suffix."
+    )
+
+
+def _is_pruning_wrapper(layer: LayerInfo) -> bool:
+    row = LAYERS.get(layer.class_name or "")
+    return row is not None and row.pruning_wrapper
 
 
 def convert_model(
@@ -103,8 +144,12 @@ def convert_model(
 def write_h5(model: ModelFile, target: Path, values: Callable) -> None:
     config = model.config or {}
     version = model.writer or "3"
+    suffix = ":0" if writer_major(model) == "2" else ""  # tf_keras names variables `kernel:0`
     with new_h5(target) as out:
-        legacy = {"class_name": config.get("class_name"), "config": config.get("config")}
+        legacy = {
+            "class_name": config.get("class_name"),
+            "config": legacy_names(config.get("config")),
+        }
         _attrs(out, keras_version=version, backend="tensorflow", model_config=json.dumps(legacy))
         weights = create_group(out, "model_weights")
         groups = _by_top_layer(model)
@@ -114,25 +159,57 @@ def write_h5(model: ModelFile, target: Path, values: Callable) -> None:
         for top, tensors in groups.items():
             group = create_group(weights, top)
             ordered = _legacy_order(tensors, located)
-            names = [f"{t.layer}/{t.role}" for t in ordered]
+            names = [f"{t.layer}/{t.role}{suffix}" for t in ordered]
             group.attrs["weight_names"] = np.array([n.encode() for n in names])
             for name, tensor in zip(names, ordered, strict=True):
                 _write_dataset(group, name, tensor, values(tensor), compress=True)
 
 
+def legacy_names(value: object) -> object:
+    """A `.keras` config as `.h5` files spell it: layer entries (the items of `layers` lists)
+    without the archive-only keys, a registered class named by its registered name
+    (`package>Class`, what the legacy loaders look up). Nested objects (initializers) are
+    spelled alike in both."""
+    if isinstance(value, list):
+        return [legacy_names(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: [_legacy_entry(e) for e in item] if key == "layers" and isinstance(item, list)
+        else legacy_names(item)
+        for key, item in value.items()
+    }  # fmt: skip
+
+
+def _legacy_entry(entry: object) -> object:
+    if not isinstance(entry, dict) or "class_name" not in entry:
+        return legacy_names(entry)
+    out = {k: legacy_names(v) for k, v in entry.items() if k not in ARCHIVE_ONLY_KEYS}
+    registered = entry.get("registered_name")
+    if isinstance(registered, str):
+        out["class_name"] = registered
+    return out
+
+
 def write_keras(model: ModelFile, target: Path, values: Callable) -> None:
+    major = writer_major(model) or "3"
     with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
         weights_path = Path(scratch) / zipped.WEIGHTS_MEMBER
         with new_h5(weights_path) as out:
+            _ensure_groups(out, "vars")  # the model's own variables (none); tf_keras reads it
             for path, name, tensors in _varstore_layout(model):
                 vars_group = _ensure_groups(out, f"{path}/vars")
-                vars_group.attrs["name"] = name
+                if major == "3":
+                    vars_group.attrs["name"] = name  # Keras >= 3.6 records it; tf_keras does not
                 for index, tensor in enumerate(tensors):
                     _write_dataset(vars_group, str(index), tensor, values(tensor), compress=False)
         metadata = {"keras_version": model.writer, "date_saved": FIXED_DATE}
         config = dict(model.config or {})
-        config.setdefault("module", MODEL_MODULES.get(config.get("class_name", ""), "keras"))
-        config.setdefault("registered_name", None)
+        module, registered = MODEL_MODULES.get(
+            (major, config.get("class_name", "")), ("keras", None)
+        )
+        config.setdefault("module", module)
+        config.setdefault("registered_name", registered)
         write_zip(
             target,
             [
@@ -154,12 +231,28 @@ def tensor_slots(model: ModelFile) -> dict[str, Slot]:
     """Each model tensor's slot in the layer table (by `layer/role`), in the layers' weight
     order (config order, then slot order); tensors the table cannot place are absent."""
     found: dict[str, Slot] = {}
-    keras2 = (model.writer or "").startswith("2.")
+    keras2 = writer_major(model) == "2"
+    by_layer: dict[str, list[TensorInfo]] = {}
+    for tensor in model.model_tensors:
+        by_layer.setdefault(tensor.layer, []).append(tensor)
     for info in model.tree.flatten() if model.tree else []:
-        for slot in slots(info.class_name, info.config, keras2) or []:
+        known = slots(info.class_name, info.config, keras2)
+        if known is None and info.class_name not in MODEL_CLASSES:
+            known = _own_slots(by_layer.get(info.name, []))
+        for slot in known or []:
             found[f"{info.name}/{slot.role}"] = slot
     present = {t.name for t in model.model_tensors}
     return {name: slot for name, slot in found.items() if name in present}
+
+
+def _own_slots(tensors: list[TensorInfo]) -> list[Slot] | None:
+    """A layer class the table does not know, whose variables are all its own: the readers
+    name them `var0`, `var1`, ... in the layer's variable order, which both layouts keep
+    (`.keras` numbers them, `.h5` lists them: trainable first, as Keras orders them)."""
+    indices = [_OWN_VARIABLE.fullmatch(t.role) for t in tensors]
+    if not indices or [int(m.group(1)) if m else -1 for m in indices] != list(range(len(tensors))):
+        return None
+    return [Slot(t.role, (), i, True, False) for i, t in enumerate(tensors)]
 
 
 def _legacy_order(tensors: list[TensorInfo], located: dict[str, Slot]) -> list[TensorInfo]:

@@ -15,7 +15,8 @@ import h5py
 from sparseprune.errors import InputError
 from sparseprune.formats.config import LayerTree
 from sparseprune.formats.model import LayerInfo, TensorInfo, clean_text
-from sparseprune.layers.slots import is_prunable, legacy_slots
+from sparseprune.layers.slots import is_prunable, legacy_slots, numbered_roles
+from sparseprune.layers.table import class_from_storage_key, is_known
 
 _SUFFIX = re.compile(r":\d+$")
 
@@ -41,17 +42,22 @@ def read_legacy_weights(
             layer = _owner(layer_name, node, weight_name)
             owned.setdefault(layer.name, (layer, []))[1].append((weight_name, dataset))
         for layer, weights in owned.values():
-            tensors.extend(_describe_layer(layer, weights, keras2))
+            tensors.extend(_describe_layer(layer, weights, keras2, tree is not None))
     return tensors
 
 
 def _describe_layer(
-    layer: LayerInfo, weights: list[tuple[str, h5py.Dataset]], keras2: bool
+    layer: LayerInfo, weights: list[tuple[str, h5py.Dataset]], keras2: bool, in_config: bool
 ) -> list[TensorInfo]:
-    """Roles by position from the layer table (Keras matches by position too), else by name."""
-    found = legacy_slots(layer.class_name, layer.config, len(weights), keras2)
+    """Roles by position from the layer table (Keras matches by position too), else by name.
+    `in_config`: the file has an architecture (weights-only files name no classes at all)."""
     names = [w for w, _ in weights]
-    fallback = _roles_from_names(layer.name.rsplit("/", 1)[-1], names)
+    leaf = layer.name.rsplit("/", 1)[-1]
+    by_name = _roles_from_names(leaf, names)
+    if in_config:
+        layer = _with_named_class(layer, by_name, keras2)
+    found = legacy_slots(layer.class_name, layer.config, len(weights), keras2)
+    fallback = _own_roles(layer, leaf, names) or by_name
     return [
         TensorInfo(
             path=dataset.name.lstrip("/"),
@@ -64,6 +70,27 @@ def _describe_layer(
         )
         for i, (_, dataset) in enumerate(weights)
     ]
+
+
+def _with_named_class(layer: LayerInfo, roles: list[str], keras2: bool) -> LayerInfo:
+    """A layer the config does not list (keras_hub backbones build theirs in code) gets the
+    class its name spells when that class saves exactly these variables (`position_embedding`
+    holding `embeddings`): the class `.keras` files tell by their storage key."""
+    if layer.class_name is not None:
+        return layer
+    guess = class_from_storage_key(layer.name.rsplit("/", 1)[-1])
+    found = legacy_slots(guess, {}, len(roles), keras2) if guess else None
+    if found is None or [s.role for s in found] != roles:
+        return layer
+    return LayerInfo(layer.name, guess, layer.module, layer.config, layer.flags)
+
+
+def _own_roles(layer: LayerInfo, leaf: str, names: list[str]) -> list[str] | None:
+    """For a class the table does not know, `var0`, `var1`, ... per sub-layer, as `.keras`
+    files number them (`slots.numbered_roles`)."""
+    if layer.class_name is None or is_known(layer.class_name):
+        return None
+    return numbered_roles(leaf, [_SUFFIX.sub("", name) for name in names])
 
 
 def _roles_from_names(layer_name: str, names: list[str]) -> list[str]:

@@ -137,7 +137,8 @@ def storage_keys(node: LayerTree) -> dict[str, LayerTree]:
     keys: dict[str, LayerTree] = {}
     used: dict[str, int] = {}
     for child in node.children:
-        base = to_snake_case(child.info.class_name or "layer")
+        # the class's own name: `.h5` configs spell registered classes `package>Class`
+        base = to_snake_case((child.info.class_name or "layer").rsplit(">", 1)[-1])
         count = used.get(base, 0)
         used[base] = count + 1
         keys[base if count == 0 else f"{base}_{count}"] = child

@@ -2,8 +2,9 @@
 
 `layer/role`, with nested models as `outer/inner/role`. The role is the layer table's canonical
 role for the variable at that position (`mha/query/kernel`, `bilstm/forward_layer/kernel`, an RNN
-cell's `lstm/kernel`), as the file readers name it, else the variable's own name. This is how
-trained weights find their place in the file again.
+cell's `lstm/kernel`), as the file readers name it; a class the table does not know gets
+`var0`, `var1`, ... per sub-layer (as both readers name them), else the variables' own names.
+This is how trained weights find their place in the file again.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sparseprune.layers.slots import slots
+from sparseprune.layers.slots import numbered_roles, slots
+from sparseprune.layers.table import is_known
 
 
 def named_weights(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -40,6 +42,11 @@ def _roles(layer: Any) -> list[str]:
     for candidate in (found, [s for s in found if not s.optional]):  # parts built per call
         if candidate and len(candidate) == len(layer.weights):
             return [slot.role for slot in candidate]
+    if not is_known(type(layer).__name__):  # numbered as both file readers number them
+        paths = [(getattr(v, "path", None) or v.name).split(":")[0] for v in layer.weights]
+        numbered = numbered_roles(layer.name, paths)
+        if numbered is not None:
+            return numbered
     return [_role(variable) for variable in layer.weights]
 
 
@@ -49,10 +56,8 @@ def _role(variable: Any) -> str:
 
 
 def weights_by_file_name(model: Any) -> dict[str, Any]:
-    """Variables by every name the file reader may use: real roles, and `varN` by position.
-
-    Keras 3 archives number variables, so a custom layer's weights appear as `layer/var0`, ...
-    """
+    """Variables by every name the file reader may use: real roles, and `varN` by position
+    in the layer (where a custom layer's sub-layer attribute differs from its name)."""
     out: dict[str, Any] = {}
     position: dict[str, int] = {}
     for name, variable in named_weights(model):

@@ -112,7 +112,7 @@ def _walk(
         inner = _walk(
             sub_class,
             sub_config if trainable else {**sub_config, "trainable": False},
-            (*subpath, key),
+            (*subpath, _attribute(table, key, keras2)),
             prefix + (f"{part.prefix}/" if part.prefix else ""),
             keras2,
             None if table.delegate else _inner_prunable(table, part),
@@ -123,6 +123,12 @@ def _walk(
             return None
         found.extend(inner)
     return found
+
+
+def _attribute(table: Layer, key: str, keras2: bool) -> str:
+    """The attribute a part is saved under in `.keras`: tf_keras keeps the older spelling the
+    row lists beside it (MultiHeadAttention's `_query_dense`), Keras 3 the plain one."""
+    return f"_{key}" if keras2 and f"_{key}" in table.parts else key
 
 
 def _wrapper_slots(
@@ -192,6 +198,25 @@ def legacy_slots(
         if len(candidate) == count:
             return legacy_order(candidate)
     return None
+
+
+def numbered_roles(layer_name: str, paths: list[str]) -> list[str] | None:
+    """Roles for the variables of a class the table does not know, from their paths in weight
+    order (`block/inner/kernel`): `var0`, `var1`, ... per sub-layer below `layer_name`
+    (`block/var0`, `block/inner/var0`). `.keras` files number them so, and both layouts (and a
+    live layer's `weights`) keep each sub-layer's variables in its variable order, so the
+    names agree wherever a sub-layer's attribute (`.keras`) is also its name (`.h5`, Keras).
+    None when a path does not pass through `layer_name`."""
+    roles = []
+    counts: dict[tuple[str, ...], int] = {}
+    for path in paths:
+        parts = path.split("/")
+        if layer_name not in parts[:-1]:
+            return None
+        below = tuple(parts[parts.index(layer_name) + 1 : -1])
+        counts[below] = counts.get(below, -1) + 1
+        roles.append("/".join((*below, f"var{counts[below]}")))
+    return roles
 
 
 def is_prunable(layer_class: str | None, role: str, config: dict | None = None) -> bool:
