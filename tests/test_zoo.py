@@ -40,17 +40,10 @@ runner = CliRunner()
 # Files stock Keras 3 cannot load back (tf_keras Functional `.keras`, TFMOT wrappers): loaded
 # with tf_keras in the check process instead, or (TFMOT) only inspected.
 TF_KERAS = ("tk_cnn", "tk_lstm")
-# keras_hub `.h5` configs list no layers, so the reader cannot know their classes and judges
-# roles by name (an `embeddings` table is prunable): the position table is pruned there too.
-CLASSLESS_EXTRA = {"bert.h5": {"position_embedding"}, "gpt2.h5": {"position_embedding"}}
 # Conversion refusals that are expected, with the words the one-sentence reason must contain.
-REFUSED = {
-    "custom": "not in sparseprune's layer table",
-    "bert": "lists no layers",
-    "gpt2": "lists no layers",
-    "tk_cnn": "tf_keras",
-    "tk_lstm": "tf_keras",
-}
+# (tf_keras files convert into tf_keras files, loaded back with tf_keras; the custom layer's
+# variables are all its own, so it converts by position.)
+REFUSED = {"bert": "lists no layers", "gpt2": "lists no layers"}
 # Families whose --verify (and bench's input synthesis) is exercised in the check process:
 # dict int inputs (keras_hub), int inputs read by an Embedding (Keras 3, tf_keras).
 VERIFY = ("bert.keras", "gpt2.h5", "text.h5", "tk_lstm.h5", "tk_lstm.keras")
@@ -205,8 +198,6 @@ def test_reader_counts_what_keras_counts(zoo_dir: Path, zoo: dict, name: str) ->
         layer: [e["tensors"], e["params"], e["zeros"], e["prunable_params"]]
         for layer, e in expected["layers"].items()
     }
-    for layer in CLASSLESS_EXTRA.get(name, ()):
-        want[layer][3] = want[layer][1]
     assert got == want
 
 
@@ -228,7 +219,6 @@ def test_prune_reaches_every_tfmot_kernel_and_nothing_else(
     assert code == 0, output
     assert data["checks"]["passed"], data["checks"]
     expected = sum(e["prunable_params"] for e in zoo[name]["layers"].values())
-    expected += sum(zoo[name]["layers"][n]["params"] for n in CLASSLESS_EXTRA.get(name, ()))
     assert sum(t["params"] for t in data["tensors"]) == expected
     for tensor in data["tensors"]:
         kept = round(tensor["params"] * (1 - TARGET))
@@ -281,11 +271,10 @@ def test_verify_builds_inputs_from_the_model_specs(runs: dict, name: str) -> Non
 # --------------------------------------------------------------------------- live names
 
 
-@pytest.mark.parametrize("name", [n for n in _files("loaded") if n != "custom.keras"])
+@pytest.mark.parametrize("name", _files("loaded"))
 def test_live_weight_names_match_the_file_names(zoo_dir: Path, runs: dict, name: str) -> None:
-    """Fine-tuning returns weights by name: a live model's names are the reader's names. (A
-    custom layer's variables are numbered in `.keras`, `projection/var0`: the trainer maps
-    those by position, `naming.weights_by_file_name`.)"""
+    """Fine-tuning returns weights by name: a live model's names are the reader's names (a
+    custom layer's variables are `projection/var0` in both formats and live)."""
     result = runs["loaded"][f"names:{name}"]
     assert result["ok"], result.get("error")
     with open_model(zoo_dir / name) as model:
