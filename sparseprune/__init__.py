@@ -11,8 +11,8 @@ The public API; each CLI command is a thin layer over one function here::
 Every function takes `str | os.PathLike` paths and keyword-only options; specs are checked when
 they are made; results are dataclasses with `to_json()` (the command's `--json` document).
 Names are imported on first use, so `import sparseprune` stays cheap and never imports
-TensorFlow: only evaluate_model, compare_models, bench_models and export_model load Keras, and
-only when called.
+TensorFlow: only evaluate_model, compare_models, bench_models, bench_serving and export_model
+load Keras, and only when called.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ _EXPORTS = {
     "bench_models": "sparseprune.keras_ops.bench",
     "BenchSpec": "sparseprune.keras_ops.bench",
     "BenchResult": "sparseprune.keras_ops.bench",
+    "bench_serving": "sparseprune.keras_ops.serving",
+    "ServingResult": "sparseprune.keras_ops.serving",
     "export_model": "sparseprune.keras_ops.export",
     "ExportResult": "sparseprune.keras_ops.export",
     "Scope": "sparseprune.choices",
@@ -83,6 +85,7 @@ __all__ = [
     "Quantize",
     "Schedule",
     "Scope",
+    "ServingResult",
     "ShrinkResult",
     "SparsePruneError",
     "Strategy",
@@ -94,6 +97,7 @@ __all__ = [
     "UnsafeModelError",
     "__version__",
     "bench_models",
+    "bench_serving",
     "compare_models",
     "evaluate_model",
     "export_model",
@@ -139,6 +143,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from sparseprune.keras_ops.bench import BenchResult, BenchSpec, bench_models
     from sparseprune.keras_ops.evaluate import EvaluateResult, evaluate_model
     from sparseprune.keras_ops.export import ExportResult, export_model
+    from sparseprune.keras_ops.serving import ServingResult, bench_serving
     from sparseprune.numeric.schedule import TrainSpec
     from sparseprune.prune.recipes import LayerRule, PruneSpec, load_recipe
     from sparseprune.prune.run import PruneResult, prune_model

@@ -47,6 +47,7 @@ FUNCTIONS = (
     "evaluate_model",
     "compare_models",
     "bench_models",
+    "bench_serving",
     "export_model",
 )
 # Positional parameters each function takes; everything else must be keyword-only.
@@ -58,6 +59,7 @@ POSITIONAL = {
     "evaluate_model": ["path", "data"],
     "compare_models": ["a", "b"],
     "bench_models": ["paths"],
+    "bench_serving": ["path"],
     "export_model": ["path", "output"],
 }
 
@@ -240,3 +242,22 @@ def test_sizes_are_said_the_right_way_round() -> None:
     assert size_change(232367, 232369) == "232,367 -> 232,369 bytes (1.00x larger, +2 bytes)"
     assert size_change(232369, 6443) == "232,369 -> 6,443 bytes (36.07x smaller)"
     assert size_change(100, 100) == "100 -> 100 bytes (same size)"
+
+
+@pytest.mark.tensorflow  # keras_ops sits behind the [tensorflow] gate; nothing here imports TF
+def test_prune_model_runs_custom_objects_only_when_unsafe(tmp_path: Path) -> None:
+    """`custom_objects` is handled by prune_model itself (the CLI passes --custom-objects on)."""
+    marker, script = tmp_path / "ran", tmp_path / "layers.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(InputError, match="--unsafe"):
+        prune_model(MLP, tmp_path / "a.keras", PruneSpec(target=0.5), custom_objects=script)
+    assert not marker.exists() and not (tmp_path / "a.keras").exists()
+    with pytest.raises(InputError, match="expects a Python file"):
+        prune_model(MLP, tmp_path / "a.keras", PruneSpec(target=0.5), custom_objects=MLP,
+                    unsafe=True)  # fmt: skip
+    spec = PruneSpec(target=0.5)
+    result = prune_model(MLP, tmp_path / "b.keras", spec, custom_objects=script, unsafe=True)
+    assert marker.exists() and not result.failures
+    kernel = keras_weights(tmp_path / "b.keras")["hidden1"][0]
+    assert np.count_nonzero(kernel == 0) == kernel.size // 2
+    assert "tensorflow" not in sys.modules

@@ -36,6 +36,11 @@ for name, path in json.loads(sys.argv[1]).items():
     result = CliRunner().invoke(app, ["bench", path, "--serving", "--batch-size", "1,4",
                                       "--repeats", "4", "--warmup", "1", "--json"])
     out[name] = {"code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
+from pathlib import Path
+from sparseprune import BenchSpec, ServingResult, bench_serving
+spec = BenchSpec(batch_sizes=[2], repeats=3, warmup=1)
+served = bench_serving(Path(json.loads(sys.argv[1])["blocks"]), spec=spec)
+out["api"] = {"type": type(served) is ServingResult, "document": served.to_json()}
 print("RESULT" + json.dumps(out))
 """
 
@@ -78,6 +83,18 @@ def test_every_path_is_named_timed_and_compared(runs: dict, name: str) -> None:
             assert batch["paths"][path]["max_abs_diff"] < 1e-4  # same predictions on every path
         dense_ratio = medians["litert.dense"] / medians["litert.sparse"]
         assert batch["sparse_vs_dense_litert"] == pytest.approx(dense_ratio)
+
+
+def test_the_python_api_gives_the_command_document(runs: dict) -> None:
+    """`sparseprune.bench_serving` (exported, keyword-only spec) is what `bench --serving` runs."""
+    api, command = runs["api"], doc(runs, "blocks")
+    assert api["type"]
+    served = json.loads(api["document"])
+    assert set(served) == set(command)
+    assert served["paths"] == command["paths"] and served["layers"] == command["layers"]
+    assert [b["batch_size"] for b in served["batches"]] == [2]
+    assert (served["settings"]["repeats"], served["settings"]["warmup"]) == (3, 1)
+    assert served["model"] == command["model"] and served["verdict"] is None
 
 
 def test_verdict_names_what_would_help(runs: dict) -> None:

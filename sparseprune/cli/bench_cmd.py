@@ -48,16 +48,14 @@ def bench(
     """Time inference (median, p90) and count params, nonzeros, MACs and bytes; B/A ratios."""
     with exit_codes():
         report = Output.of(output_format, as_json, json_file, force, inputs=tuple(models))
-        from sparseprune.keras_ops.bench import BenchSpec, bench_models
+        from sparseprune import BenchSpec, bench_models, bench_serving
 
         spec = BenchSpec(parse_sizes(batch_size), repeats, warmup, threads)
         result: Any
         if serving:
             if len(models) != 1:
                 raise InputError("bench --serving takes one Keras model.")
-            from sparseprune.keras_ops.serving import bench_serving
-
-            result = bench_serving(models[0], spec, unsafe)
+            result = bench_serving(models[0], spec=spec, unsafe=unsafe)
         else:
             result = bench_models(models, spec=spec, unsafe=unsafe)
         from sparseprune.render import bench_output

@@ -193,10 +193,6 @@ def prune(
             validation_split,
             restore_best,
         )
-        if custom_objects is not None:
-            from sparseprune.keras_ops.loading import import_custom_objects
-
-            import_custom_objects(str(custom_objects), unsafe)
         to_stdout = output == STDOUT
         with (
             input_path(model) as (path, label),
@@ -216,6 +212,7 @@ def prune(
                 verify=verify,
                 data=data,
                 unsafe=unsafe,
+                custom_objects=custom_objects,
             )
             if to_stdout:
                 with open(destination, "rb") as written:

@@ -10,6 +10,7 @@ sparse and, when none can, what would make the model faster.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -67,9 +68,17 @@ class ServingResult(JsonResult):
     verdict: str | None
 
 
-def bench_serving(path: str, spec: BenchSpec, unsafe: bool = False) -> ServingResult:
-    """Time every serving path of one Keras model per batch size; ratios to the compiled call."""
+def bench_serving(
+    path: str | os.PathLike[str], *, spec: BenchSpec | None = None, unsafe: bool = False
+) -> ServingResult:
+    """Time every serving path of one Keras model per batch size; ratios to the compiled call.
+
+    `sparseprune bench --serving`; `spec` as for bench_models (batch sizes, repeats, warmup,
+    threads); `unsafe` allows Lambda/custom layers.
+    """
+    spec = spec or BenchSpec()
     spec.check()
+    path = os.fspath(path)
     kind = _preflight(path, unsafe)
     if kind == "tflite":
         raise InputError("bench --serving compares serving paths of a Keras model, not a .tflite.")

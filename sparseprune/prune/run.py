@@ -107,6 +107,7 @@ def prune_model(
     verify: bool = False,
     data: str | os.PathLike[str] | None = None,
     unsafe: bool = False,
+    custom_objects: str | os.PathLike[str] | None = None,
     label: str | None = None,
     out_label: str | None = None,
     on_tensor: Callable[[TensorInfo], None] | None = None,
@@ -118,7 +119,9 @@ def prune_model(
     training-aware prune in Keras and are written back into the input's layout the same way.
     `verify` compares input and output predictions with Keras (inputs from `data`, else
     random); a file Keras could only load by running its code is refused before writing
-    unless `unsafe`. Failed checks are listed in `result.failures` (the CLI exits 1).
+    unless `unsafe`. `custom_objects` is a Python file run first (only with `unsafe`: it is
+    code) so that the custom layers it registers load in Keras for training or verification.
+    Failed checks are listed in `result.failures` (the CLI exits 1).
     `label`/`out_label` name the files in messages; `on_tensor`/`on_epoch` report progress.
     """
     if not isinstance(spec, PruneSpec):
@@ -127,6 +130,10 @@ def prune_model(
     source, target = Path(source), Path(output)
     method = TrainMethod.parse(method, "method")
     check_output_path(target, force, (source,))
+    if custom_objects is not None:
+        from sparseprune.keras_ops.loading import import_custom_objects
+
+        import_custom_objects(os.fspath(custom_objects), unsafe)
     loads_keras = verify or train is not None or method is not TrainMethod.MASK
     if loads_keras:  # refuse code in the file before any work, without importing Keras
         from sparseprune.keras_ops.loading import check_loadable

@@ -9,6 +9,7 @@ from typing import Any
 from sparseprune import schema
 from sparseprune.inspect.inspection import ModelReport, WeightReport
 from sparseprune.numeric.stats import TensorStats
+from sparseprune.render.tabular import code_span, markdown_row, markdown_text
 
 
 def weight_dict(weight: WeightReport) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def to_markdown(reports: list[ModelReport]) -> str:
     for report in reports:
         totals = report.totals
         lines += [
-            f"### `{report.path}` ({report.format}, threshold {report.threshold:g})",
+            f"### {code_span(report.path)} ({report.format}, threshold {report.threshold:g})",
             "",
             "| layer | class | weight | shape | params | zeros | near-zero | fraction "
             "| dead units |",
@@ -149,9 +150,13 @@ def to_markdown(reports: list[ModelReport]) -> str:
             for w in (w for w in layer.weights if w.shown):
                 t, s = w.tensor, w.stats
                 lines.append(
-                    f"| {t.layer} | {t.layer_class or '?'} | {t.role} | "
-                    f"{'x'.join(map(str, t.shape))} | {s.params:,} | {s.zeros:,} | "
-                    f"{s.near_zero:,} | {s.sparsity:.2%} | {s.dead_units} |"
+                    markdown_row(
+                        [
+                            *(t.layer, t.layer_class or "?", t.role),
+                            *("x".join(map(str, t.shape)), f"{s.params:,}", f"{s.zeros:,}"),
+                            *(f"{s.near_zero:,}", f"{s.sparsity:.2%}", str(s.dead_units)),
+                        ]
+                    )
                 )
         lines += [
             f"| **prunable total** | | | | {totals.prunable_params:,} | | "
@@ -160,8 +165,8 @@ def to_markdown(reports: list[ModelReport]) -> str:
             f"{totals.sparsity:.2%} | |",
             "",
         ]
-        lines += [f"- :x: {failure}" for failure in report.failures]
-        lines += [f"- :warning: {text}" for text in flag_sentences(report)]
+        lines += [f"- :x: {markdown_text(failure)}" for failure in report.failures]
+        lines += [f"- :warning: {markdown_text(text)}" for text in flag_sentences(report)]
         lines.append("")
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,14 +43,33 @@ def to_csv(table: Rows) -> str:
 
 
 def to_markdown(table: Rows, title: str | None = None) -> str:
-    """A GitHub-flavoured Markdown table; `|` and newlines inside names are escaped."""
-    lines = [f"### {_escape(title)}", ""] if title else []
-    lines.append("| " + " | ".join(_escape(c) for c in table.columns) + " |")
+    """A GitHub-flavoured Markdown table; names are escaped (`markdown_text`)."""
+    lines = [f"### {markdown_text(title)}", ""] if title else []
+    lines.append(markdown_row(table.columns))
     lines.append("|" + "|".join("---" for _ in table.columns) + "|")
-    for row in table.rows:
-        lines.append("| " + " | ".join(_escape(cell(value)) for value in row) + " |")
+    lines += [markdown_row([cell(value) for value in row]) for row in table.rows]
     return "\n".join(lines)
 
 
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+def markdown_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(markdown_text(text) for text in cells) + " |"
+
+
+# What Markdown would read as structure or markup: `|` splits a cell, `\` escapes the next
+# character (a delimiter too), backticks open code spans, `*` `[` `]` `<` `>` `&` emphasis,
+# links, HTML and entities; `_` only where it can open or close emphasis (not in `dense_1`).
+_MARKUP = re.compile(r"[\\|`*\[\]<>&]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_LINE_BREAK = re.compile(r"\r\n|[\r\n]")
+
+
+def markdown_text(text: str) -> str:
+    """`text` (a name read from a file) shown literally in Markdown, on one line."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(), _LINE_BREAK.sub(" ", text))
+
+
+def code_span(text: str) -> str:
+    """`text` as inline code, fenced with more backticks than any run inside it."""
+    text = _LINE_BREAK.sub(" ", text)
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
