@@ -28,9 +28,9 @@ _EXPORTS = {
     "gate_failures": "sparseprune.inspect.inspection",
     "ModelReport": "sparseprune.inspect.inspection",
     "prune_model": "sparseprune.prune.run",
-    "PruneResult": "sparseprune.prune.run",
-    "PruneSpec": "sparseprune.prune.recipes",
-    "LayerRule": "sparseprune.prune.recipes",
+    "PruneResult": "sparseprune.prune.result",
+    "PruneSpec": "sparseprune.prune.spec",
+    "LayerRule": "sparseprune.prune.spec",
     "load_recipe": "sparseprune.prune.recipes",
     "TrainSpec": "sparseprune.numeric.schedule",
     "strip_model": "sparseprune.strip.stripping",
@@ -145,8 +145,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from sparseprune.keras_ops.export import ExportResult, export_model
     from sparseprune.keras_ops.serving import ServingResult, bench_serving
     from sparseprune.numeric.schedule import TrainSpec
-    from sparseprune.prune.recipes import LayerRule, PruneSpec, load_recipe
-    from sparseprune.prune.run import PruneResult, prune_model
+    from sparseprune.prune.recipes import load_recipe
+    from sparseprune.prune.result import PruneResult
+    from sparseprune.prune.run import prune_model
+    from sparseprune.prune.spec import LayerRule, PruneSpec
     from sparseprune.schema import SCHEMA_VERSION
     from sparseprune.shrink.shrinking import ShrinkResult, shrink_model
     from sparseprune.strip.stripping import StripResult, strip_model

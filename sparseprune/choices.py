@@ -8,6 +8,7 @@ InputError naming the field and the allowed values.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Mapping
 from enum import Enum
 from typing import TypeVar
 
@@ -36,6 +37,13 @@ class Choice(str, Enum):
             allowed = ", ".join(repr(member.value) for member in cls)
             got = reprlib.repr(value)
             raise InputError(f"'{field}' must be one of {allowed}; got {got}.") from None
+
+
+def parse_fields(spec: object, choices: Mapping[str, type[Choice]]) -> None:
+    """Each named field of a (frozen) dataclass as its Choice member, in `__post_init__`:
+    the one place a spec's names are checked, each error naming its field."""
+    for name, choice in choices.items():
+        object.__setattr__(spec, name, choice.parse(getattr(spec, name), name))
 
 
 class Scope(Choice):

@@ -1,18 +1,15 @@
-"""`sparseprune prune`: one-shot magnitude pruning on the file, written smaller and verified."""
+"""`sparseprune prune`: one-shot magnitude pruning on the file, written smaller and verified.
+
+The options; what happens around `prune_model` (output target, training spec, progress) is in
+prune_run.py.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn
 
 from sparseprune.choices import (
     BlockPooling,
@@ -32,15 +29,19 @@ from sparseprune.cli.common import (
     VerifyOption,
     end_on_failures,
     exit_codes,
-    stderr,
 )
 from sparseprune.cli.output import Output, Renderer, emit
-from sparseprune.errors import InputError
-from sparseprune.numeric.schedule import TrainSpec
-from sparseprune.prune import PruneResult, default_output, output_suffix, prune_model
-from sparseprune.prune.recipes import PruneSpec, load_recipe, merge, parse_block, parse_pattern
+from sparseprune.cli.prune_run import (
+    copy_to_stdout,
+    output_target,
+    prune_with_progress,
+    split_metrics,
+    train_spec,
+)
+from sparseprune.prune.recipes import load_recipe, merge
+from sparseprune.prune.spec import PruneSpec, parse_block, parse_pattern
 from sparseprune.render import prune_output
-from sparseprune.streams import STDIN_LABEL, STDOUT, input_path
+from sparseprune.streams import STDOUT, input_path
 
 
 def prune(
@@ -173,25 +174,25 @@ def prune(
             },
             sets or [],
         )
-        train = _train_spec(
+        train = train_spec(
             epochs,
             data,
-            schedule.value,
-            initial_sparsity,
-            begin_step,
-            end_step,
-            frequency,
-            power,
-            batch_size,
-            lr,
-            optimizer,
-            loss,
-            metrics,
-            strategy.value,
-            seed,
-            label,
-            validation_split,
-            restore_best,
+            schedule=schedule,
+            initial_sparsity=initial_sparsity,
+            begin_step=begin_step,
+            end_step=end_step,
+            frequency=frequency,
+            power=power,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            loss=loss,
+            metrics=split_metrics(metrics),
+            strategy=strategy,
+            seed=seed,
+            label=label,
+            validation_split=validation_split,
+            restore_best=restore_best,
         )
         to_stdout = output == STDOUT
         with (
@@ -200,7 +201,7 @@ def prune(
         ):
             others = (("model output", destination),)
             report = Output.of(output_format, as_json, json_file, force, (path,), others)
-            result = _with_progress(
+            result = prune_with_progress(
                 path,
                 destination,
                 spec,
@@ -215,108 +216,10 @@ def prune(
                 custom_objects=custom_objects,
             )
             if to_stdout:
-                with open(destination, "rb") as written:
-                    shutil.copyfileobj(written, sys.stdout.buffer, 1 << 20)
-                sys.stdout.buffer.flush()
+                copy_to_stdout(destination)
         emit(result, RENDERER, report, to_stderr=to_stdout)
     end_on_failures(result.failures)
 
 
 RENDERER = Renderer(prune_output.print_result, prune_output.rows)
 
-
-@contextlib.contextmanager
-def output_target(path: str, label: str, output: str | None) -> Iterator[tuple[Path, str]]:
-    """Where to write: -o, a scratch file for `-o -`, or `<stem>.pruned<suffix>` beside MODEL."""
-    if output != STDOUT:
-        if output is None and label == STDIN_LABEL:
-            raise InputError("reading the model from stdin needs -o FILE or -o -.")
-        target = Path(output) if output is not None else default_output(Path(path))
-        yield target, str(target)
-        return
-    with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
-        yield Path(scratch) / f"out{output_suffix(path, label)}", "<stdout>"
-
-
-def _with_progress(path: str, target: Path, spec: PruneSpec, **options) -> PruneResult:
-    """Epochs (with loss, metric and sparsity) while training, then tensors while writing."""
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-    )
-    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
-        train = options["train"]
-        epochs = bar.add_task(
-            "fine-tuning", total=train.epochs if train else 0, visible=bool(train)
-        )
-        tensors = bar.add_task("writing", total=None)
-
-        def on_epoch(update: dict) -> None:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(update["logs"].items()))
-            bar.update(
-                epochs,
-                completed=update["epoch"],
-                description=escape(
-                    f"epoch {update['epoch']}: {shown}, sparsity {update['sparsity']:.1%}"
-                ),
-            )
-
-        return prune_model(
-            path,
-            target,
-            spec,
-            on_tensor=lambda _: bar.advance(tensors),
-            on_epoch=on_epoch,
-            **options,
-        )
-
-
-def _train_spec(
-    epochs,
-    data,
-    schedule,
-    initial_sparsity,
-    begin_step,
-    end_step,
-    frequency,
-    power,
-    batch_size,
-    lr,
-    optimizer,
-    loss,
-    metrics,
-    strategy,
-    seed,
-    label=None,
-    validation_split=0.2,
-    restore_best=True,
-) -> TrainSpec | None:
-    """Training happens when --epochs is given; it needs --data."""
-    if epochs is None:
-        return None
-    if data is None:
-        raise InputError(
-            "--epochs needs --data: an .npz with x and y, a folder of images in class "
-            "sub-folders, or a .csv with --label COLUMN."
-        )
-    return TrainSpec(
-        data=str(data),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        loss=loss,
-        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
-        schedule=schedule,
-        initial_sparsity=initial_sparsity,
-        begin_step=begin_step,
-        end_step=end_step,
-        frequency=frequency,
-        power=power,
-        strategy=strategy,
-        seed=seed,
-        label=label,
-        validation_split=validation_split,
-        restore_best=restore_best,
-    ).validate()

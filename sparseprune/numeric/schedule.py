@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparseprune.choices import Schedule, Strategy
+from sparseprune.choices import Schedule, Strategy, parse_fields
 from sparseprune.errors import InputError
 from sparseprune.numeric.masks import (
     block_scores,
@@ -65,8 +65,7 @@ class TrainSpec:
     def __post_init__(self) -> None:
         """Checked when made: names become their Enum, numbers must be in range."""
         object.__setattr__(self, "data", os.fspath(self.data))
-        object.__setattr__(self, "schedule", Schedule.parse(self.schedule, "schedule"))
-        object.__setattr__(self, "strategy", Strategy.parse(self.strategy, "strategy"))
+        parse_fields(self, {"schedule": Schedule, "strategy": Strategy})
         self.validate()
 
     def validate(self) -> TrainSpec:
@@ -186,11 +185,7 @@ def _global_block_positions(
         return {}
     block = rules.block
     scores = [block_scores(values[r.name], block, rules.block_pooling) for r in pooled]
-    caps = [
-        prune_count(s.size, r.cap) if r.cap is not None else s.size
-        for s, r in zip(scores, pooled, strict=True)
-    ]
-    total = prune_count(sum(s.size for s in scores), progress(rules.target))
+    total, caps = _pool_counts([s.size for s in scores], pooled, progress(rules.target))
     selection = global_block_cut(scores, total, caps)
     return {
         r.name: global_block_positions(values[r.name], scores[i], i, selection, block)
@@ -206,11 +201,7 @@ def _global_unit_positions(
     if not pooled or rules.target is None:
         return {}
     norms = [unit_norms(values[r.name]) for r in pooled]
-    caps = [
-        prune_count(n.size, r.cap) if r.cap is not None else n.size
-        for n, r in zip(norms, pooled, strict=True)
-    ]
-    total = prune_count(sum(n.size for n in norms), progress(rules.target))
+    total, caps = _pool_counts([n.size for n in norms], pooled, progress(rules.target))
     selection = global_unit_cut(norms, total, caps)
     return {
         r.name: global_unit_positions(values[r.name], norms[i], i, selection)
@@ -229,16 +220,24 @@ def _global_positions(
         for r in pooled
     ]
     sizes = [a.size for a in arrays]
-    caps = [
-        prune_count(a.size, r.cap) if r.cap is not None else a.size
-        for a, r in zip(arrays, pooled, strict=True)
-    ]
-    total = prune_count(sum(sizes), progress(rules.target))
+    total, caps = _pool_counts(sizes, pooled, progress(rules.target))
     selection = global_cut(lambda i: arrays[i], sizes, total, caps)
     return {
         r.name: global_positions(arrays[i], i, selection) | (arrays[i] == 0)
         for i, r in enumerate(pooled)
     }
+
+
+def _pool_counts(
+    sizes: list[int], pooled: list[TensorRule], target: float
+) -> tuple[int, list[int]]:
+    """How many items (weights, units or blocks) the pool loses at `target`, and each
+    member's cap: its own `cap` fraction of its items, or all of them without one."""
+    caps = [
+        size if rule.cap is None else prune_count(size, rule.cap)
+        for size, rule in zip(sizes, pooled, strict=True)
+    ]
+    return prune_count(sum(sizes), target), caps
 
 
 def _below_threshold(values: np.ndarray, threshold: float | None) -> np.ndarray:

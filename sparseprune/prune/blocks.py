@@ -25,7 +25,7 @@ from sparseprune.numeric.masks import (
     smallest_positions,
     zero_blocks,
 )
-from sparseprune.prune.recipes import PruneSpec
+from sparseprune.prune.spec import PruneSpec
 
 CONV_REASON = (
     "{cls} kernels are not block-pruned: nothing runs block-sparse convolutions on x86 "

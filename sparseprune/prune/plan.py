@@ -15,7 +15,7 @@ from sparseprune.layers.table import UNIT_KERNELS, is_known
 from sparseprune.numeric.masks import prune_count
 from sparseprune.numeric.schedule import MaskRules, TensorRule
 from sparseprune.prune.blocks import block_count, not_block_prunable
-from sparseprune.prune.recipes import PruneSpec
+from sparseprune.prune.spec import PruneSpec
 from sparseprune.shrink.graph import build_graph
 
 
