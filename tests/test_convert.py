@@ -89,6 +89,12 @@ def runs(built: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     manifest.append(
         {"path": str(pruned), "reference": str(built / "conv.h5"), "library": "tf_keras"}
     )
+    for suffix in (".keras", ".h5"):
+        source, target = built / f"tfmot{suffix}", out / f"tfmot{suffix}{_other(suffix)}"
+        records[f"tfmot{suffix}"] = _invoke("prune", str(source), "-o", str(target),
+                                            "--target", "0")  # fmt: skip
+        manifest.append({"path": str(target), "reference": str(source), "library": "tf_keras",
+                         "tfmot": True})  # fmt: skip
     stripped = out / "tfmot_stripped.h5"
     records["strip"] = _invoke("strip", str(built / "tfmot.h5"), "-o", str(stripped))
     records["stripped"] = _invoke("prune", str(stripped), "-o", str(out / "tfmot_stripped.keras"),
@@ -190,15 +196,17 @@ def test_custom_layer_with_sub_layer_named_alike_refused_before_writing(
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
-def test_tfmot_wrappers_refused_then_strip_and_convert(
-    runs: dict, built: Path, tmp_path: Path, suffix: str
-) -> None:
-    target = tmp_path / f"wrapped{_other(suffix)}"
-    code, _, output = _invoke(
-        "prune", str(built / f"tfmot{suffix}"), "-o", str(target), "--target", "0"
-    )
-    assert code == 2 and not target.exists()
-    assert "TFMOT pruning wrappers" in output and "sparseprune strip" in output
+def test_tfmot_wrapped_files_convert_with_their_masks(runs: dict, built: Path, suffix: str) -> None:
+    """Loaded under TFMOT's prune_scope(): kernels, masks, thresholds and steps bit-identical
+    (tf_keras `.keras` saves each pruned kernel twice; the copy is written from the kernel)."""
+    code, data, output = runs["records"][f"tfmot{suffix}"]
+    assert code == 0 and data["checks"]["passed"], output
+    loaded = runs["loaded"][str(runs["out"] / f"tfmot{suffix}{_other(suffix)}")]
+    _assert_exact(loaded)
+    assert len(loaded["identical"]) == 10  # 2 x (kernel, bias, mask, threshold, pruning_step)
+
+
+def test_stripped_tfmot_file_converts(runs: dict) -> None:
     for step in ("strip", "stripped"):
         assert runs["records"][step][0] == 0, runs["records"][step][2]
     _assert_exact(runs["loaded"][str(runs["out"] / "tfmot_stripped.keras")])

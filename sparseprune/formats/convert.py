@@ -13,6 +13,8 @@ reads the other format's layer configs):
   (empty) `vars` at the root, which tf_keras requires.
 A layer class the table does not know (a registered custom layer) converts when all its
 variables are its own: both layouts keep them in the layer's variable order (`var0`, `var1`, ...).
+TFMOT's wrappers convert too (tf_keras `.keras` also saves each pruned kernel among the
+wrapper's own variables: written from the kernel, as it is the same variable).
 Optimizer state and the compile settings are not carried over (they have no common layout).
 """
 
@@ -78,13 +80,6 @@ def check_convertible(model: ModelFile, target_format: str) -> None:
             "only files written by Keras 3 or tf_keras (Keras 2) are converted between .keras "
             "and .h5, so give -o the input's suffix (or re-save the model with one of them)."
         )
-    wrapped = [layer.name for layer in model.layers if _is_pruning_wrapper(layer)]
-    if wrapped:
-        raise InputError(
-            f"{model.path} holds TFMOT pruning wrappers ('{wrapped[0]}'), which only TFMOT's "
-            "prune_scope() can load; nothing was written. Remove them first with `sparseprune "
-            "strip`, then convert the stripped file."
-        )
     if model.tree is not None and not model.tree.children and model.model_tensors:
         raise InputError(
             f"the config of {model.tree.info.class_name} in {model.path} lists no layers (it "
@@ -128,12 +123,20 @@ def convert_model(
     """Write `model` to `target` in `target_format`, weights passed through `transform`."""
     check_convertible(model, target_format)
 
+    copied = {tensor.name for _, _, tensor in _saved_copies(model)}
+    kept: dict[str, np.ndarray] = {}  # a TFMOT wrapper's saved copy is written twice
+
     def values(tensor: TensorInfo) -> np.ndarray:
+        if tensor.name in kept:
+            return kept[tensor.name]
         original = model.read(tensor)
         new = transform(tensor, original)
         if on_tensor is not None:
             on_tensor(tensor)
-        return original if new is None else new
+        result = original if new is None else new
+        if tensor.name in copied:
+            kept[tensor.name] = result
+        return result
 
     if target_format == FORMAT_H5:
         write_h5(model, target, values)
@@ -267,16 +270,30 @@ def _legacy_order(tensors: list[TensorInfo], located: dict[str, Slot]) -> list[T
 def _varstore_layout(model: ModelFile) -> Iterator[tuple[str, str, list[TensorInfo]]]:
     """(group path, name, tensors in variable order) for each layer or part with weights."""
     located = tensor_slots(model)
-    by_group: dict[tuple[str, tuple[str, ...]], list[TensorInfo]] = {}
+    by_group: dict[tuple[str, tuple[str, ...]], list[tuple[int, TensorInfo]]] = {}
     for tensor in model.model_tensors:
-        by_group.setdefault((tensor.layer, located[tensor.name].subpath), []).append(tensor)
+        slot = located[tensor.name]
+        by_group.setdefault((tensor.layer, slot.subpath), []).append((slot.index, tensor))
+    for layer, slot, tensor in _saved_copies(model):
+        by_group.setdefault((layer, slot.subpath), []).append((slot.index, tensor))
     keys = _storage_paths(model.tree) if model.tree else {}
-    for (layer, sub), tensors in by_group.items():
+    for (layer, sub), entries in by_group.items():
         if layer not in keys:
             raise InputError(f"layer '{layer}' is not in the model config; cannot convert.")
-        tensors.sort(key=lambda t: located[t.name].index)
         name = layer.rsplit("/", 1)[-1] if not sub else sub[-1].lstrip("_")
-        yield "/".join((keys[layer], *sub)), name, tensors
+        yield "/".join((keys[layer], *sub)), name, [t for _, t in sorted(entries)]
+
+
+def _saved_copies(model: ModelFile) -> Iterator[tuple[str, Slot, TensorInfo]]:
+    """tf_keras `.keras` files save each weight a TFMOT wrapper prunes a second time among the
+    wrapper's own variables (the same variable, so the same values): (layer, slot, weight)."""
+    by_name = {t.name: t for t in model.model_tensors}
+    keras2 = writer_major(model) == "2"
+    for info in model.tree.flatten() if model.tree else []:
+        if _is_pruning_wrapper(info):
+            for slot in slots(info.class_name, info.config, keras2) or []:
+                if slot.alias is not None and f"{info.name}/{slot.alias}" in by_name:
+                    yield info.name, slot, by_name[f"{info.name}/{slot.alias}"]
 
 
 def _storage_paths(node: LayerTree, prefix: str = "") -> dict[str, str]:
