@@ -184,8 +184,9 @@ def test_rnn_consumers_fold_and_stops_say_why(zoo: dict) -> None:
     assert got["after"]["to_lstm"][0] == 4  # folded into the LSTM's input bias
     assert got["after"]["to_ln"][0] == 6 and got["after"]["to_bi"][0] == 6
     assert got["skipped"] == {
-        "channels feed LayerNormalization 'ln', which normalizes over the channels, so "
-        "removing one changes the others": 3,
+        "'ln' (LayerNormalization) normalizes over the channels: a removed channel's "
+        "constant still enters the mean and variance that scale every other channel, so "
+        "removing it cannot be exact": 3,
         "channels feed Bidirectional 'bigru', which keeps its weights in sub-layers "
         "(forward_layer, backward_layer)": 3,
     }

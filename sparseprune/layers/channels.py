@@ -34,8 +34,11 @@ class ChannelFacts:
     out_axis: int = -1  # kernel axis of the output units
     in_axis: int = -2  # kernel axis of the input channels
     handler: str = "dense"  # consumer handler: dense | separable | transpose | recurrent
-    channel_roles: tuple[str, ...] = ()  # per-channel weights of a pass layer (channel axis last)
-    constant: str = "same"  # pass: same | activation | batchnorm | depthwise | padding | rescale
+    channel_roles: tuple[str, ...] = ()  # per-channel weights of a pass layer
+    channel_axis: int = -2  # axis of the channels in a pass layer's kernel (vectors: their own)
+    channel_keys: tuple[str, ...] = ()  # config keys of a pass layer that hold the channel count
+    # pass: same | activation | batchnorm | depthwise | padding | rescale | scale | layernorm
+    constant: str = "same"
     reason: str | None = None  # stop: why
 
 
@@ -44,11 +47,23 @@ _CONV = ChannelFacts("produce", "filters")
 _TRANSPOSE = ChannelFacts("produce", "filters", out_axis=-2, in_axis=-1, handler="transpose")
 _SEPARABLE = ChannelFacts("produce", "filters", kernel="pointwise_kernel", handler="separable")
 _DEPTHWISE = ChannelFacts("pass", channel_roles=("kernel", "bias"), constant="depthwise")
+# A Conv with groups == filters == input channels is a depthwise convolution whose kernel is
+# (..., 1, channels): ConvNeXt's 7x7. `graph.Node.facts` gives such a node this row.
+GROUPED_DEPTHWISE = ChannelFacts(
+    "pass",
+    channel_roles=("kernel", "bias"),
+    channel_axis=-1,
+    channel_keys=("filters", "groups"),
+    constant="depthwise",
+)
 _RECURRENT = ChannelFacts("consume", handler="recurrent")
 _SAME = ChannelFacts("pass")
 _ACTIVATION = ChannelFacts("pass", constant="activation")
 _MERGE = ChannelFacts("merge")
-_MIXES = "normalizes over the channels, so removing one changes the others"
+_MIXES = (
+    "normalizes over the channels: a removed channel's constant still enters the statistics "
+    "that scale every other channel, so removing it cannot be exact"
+)
 
 CHANNEL_FACTS: dict[str, ChannelFacts] = {
     "Dense": _DENSE,
@@ -117,7 +132,12 @@ CHANNEL_FACTS: dict[str, ChannelFacts] = {
     "Concatenate": ChannelFacts("concat"),
     "Flatten": ChannelFacts("flatten"),
     "Reshape": ChannelFacts("reshape"),
-    "LayerNormalization": ChannelFacts("stop", reason=_MIXES),
+    # Over other axes (not the channels) each channel is normalized alone; over the channels,
+    # `graph.layer_problem` stops with the reason (mean and variance mix every channel).
+    "LayerNormalization": ChannelFacts("pass", constant="layernorm"),
+    "LayerScale": ChannelFacts(  # keras.applications.convnext: x * gamma per channel
+        "pass", channel_roles=("gamma",), channel_keys=("projection_dim",), constant="scale"
+    ),
     "GroupNormalization": ChannelFacts("stop", reason=_MIXES),
     "UnitNormalization": ChannelFacts("stop", reason=_MIXES),
     "Softmax": ChannelFacts("stop", reason="mixes the channels (softmax)"),

@@ -15,7 +15,9 @@ Adding a layer class is one row in `LAYERS` plus tests. A row (`Layer`) says:
 - `prunable`: roles TFMOT's defaults prune (exact class match; never biases). With `delegate`,
   a part's roles are prunable when the part's own row says so (wrappers, keras_hub blocks).
 - `non_trainable`: roles Keras keeps out of `trainable_weights` (legacy `.h5` lists them last).
-- `unit_kernel`: the kernel whose last axis is the layer's output units (dead-unit counting).
+- `unit_kernel`: the kernel holding the layer's output units on axis `unit_axis` (the last axis,
+  or -2 for transposed convolutions, whose kernels are (..., filters, input channels)): what
+  `--structure units` zeroes and inspect's dead-unit count reads (last axis only).
 - `channels`: how channels pass through it for `shrink` (`layers/channels.py`'s `ChannelFacts`:
   kind produce/consume/pass/merge/concat/flatten/reshape/stop, the unit-count config key, kernel
   axes, its shrink handler name, per-channel weights, the stop reason). Shrink's facts are kept
@@ -82,6 +84,7 @@ class Layer:
     delegate: bool = False
     non_trainable: frozenset[str] = frozenset()
     unit_kernel: str | None = None
+    unit_axis: int = -1
     channels: ChannelFacts | None = None
     macs: tuple[str, ...] = ()
     twin: Twin | None = None
@@ -111,7 +114,7 @@ def _conv(twin: Twin | None = _CONV_TWIN) -> Layer:
 
 
 def _transpose(twin: Twin | None = None) -> Layer:
-    return Layer(_BIASED, prunable=_KERNEL, twin=twin)
+    return Layer(_BIASED, prunable=_KERNEL, unit_kernel="kernel", unit_axis=-2, twin=twin)
 
 
 def _depthwise(twin: Twin | None = None) -> Layer:
@@ -200,7 +203,7 @@ LAYERS: dict[str, Layer] = {
     "Conv1D": _conv(),
     "Conv2D": _conv(),
     "Conv3D": _conv(),
-    "Conv1DTranspose": Layer(_BIASED),
+    "Conv1DTranspose": Layer(_BIASED, unit_kernel="kernel", unit_axis=-2),
     "Conv2DTranspose": _transpose(
         Twin((*_CONV_KEYS, "output_padding", "activation", "use_bias"), neutral=_QUANT_OFF)
     ),
@@ -298,6 +301,7 @@ KNOWN_CLASSES: frozenset[str] = frozenset(LAYERS) | MODEL_CLASSES
 # --- views of the table kept for the modules that read them --------------------------------
 NON_TRAINABLE_ROLES = frozenset(r for row in LAYERS.values() for r in row.non_trainable)
 UNIT_KERNELS: dict[str, str] = {c: r.unit_kernel for c, r in LAYERS.items() if r.unit_kernel}
+UNIT_AXES: dict[str, int] = {c: r.unit_axis for c, r in LAYERS.items() if r.unit_kernel}
 
 # Files without an architecture (legacy `save_weights`) name roles but not classes: judge by role.
 CLASSLESS_PRUNABLE = frozenset({"kernel", "pointwise_kernel", "embeddings", "recurrent_kernel"})
@@ -309,9 +313,15 @@ def row(layer_class: str | None) -> Layer | None:
 
 
 def has_output_units(layer_class: str | None, role: str) -> bool:
+    """Whether the tensor's last axis is output units (what inspect's dead-unit count reads)."""
     if layer_class is None:
         return role in CLASSLESS_UNIT_KERNELS
-    return UNIT_KERNELS.get(layer_class) == role
+    return UNIT_KERNELS.get(layer_class) == role and UNIT_AXES[layer_class] == -1
+
+
+def unit_axis(layer_class: str | None) -> int:
+    """The kernel axis of a layer's output units (-1 unless the table says otherwise)."""
+    return UNIT_AXES.get(layer_class or "", -1)
 
 
 def is_known(layer_class: str | None) -> bool:
@@ -344,4 +354,5 @@ __all__ = [
     "is_known",
     "row",
     "to_snake_case",
+    "unit_axis",
 ]

@@ -44,7 +44,7 @@ def measure_and_verify(
                 values.size, values.size - outcome.zeros_after, values.dtype.itemsize * 8
             )
             if item.method in UNIT_METHODS:
-                outcome.units_zero_after = structured.zero_units_count(values)
+                outcome.units_zero_after = structured.zero_units_count(tensor, values)
             if item.method in BLOCK_METHODS and plan.spec.block is not None:
                 found, total = zero_blocks(values, plan.spec.block)
                 outcome.blocks_zero_after, outcome.blocks_total = found, total
@@ -93,7 +93,7 @@ def _check_tensor(
         return [f"{name}: a masked weight is not zero."]
     if item.method in BLOCK_METHODS and plan.spec.block is not None:
         return blocks.check_blocks(name, outcome.blocks_pruned, values, plan.spec.block)
-    return structured.check_units(name, outcome.units_pruned, values)
+    return structured.check_units(item.tensor, outcome.units_pruned, values)
 
 
 def _check_pool(plan: Plan, outcomes: dict[str, TensorOutcome]) -> list[str]:

@@ -52,14 +52,16 @@ def run_training(
     train: TrainSpec | None,
     unsafe: bool,
     on_epoch: Callable[[dict], None] | None,
+    fixed: dict[str, np.ndarray] | None = None,
 ) -> Training:
+    """`fixed`: masks held through training (tied or transposed unit kernels)."""
     method = TrainMethod.parse(method, "method")
     if method is TrainMethod.MASK:
         if train is None:
             raise InputError("training with --method mask needs --data and --epochs.")
         from sparseprune.keras_ops.mask_trainer import finetune_with_masks
 
-        result = finetune_with_masks(source, mask_rules(plan), train, unsafe, on_epoch)
+        result = finetune_with_masks(source, mask_rules(plan, fixed), train, unsafe, on_epoch)
         steps = asdict(result.steps) if result.steps else None
         return Training(
             method,

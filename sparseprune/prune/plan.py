@@ -11,7 +11,7 @@ from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile, TensorInfo
 from sparseprune.formats.npz import read_npz
 from sparseprune.inspect.inspection import compile_layer_regex
-from sparseprune.layers.table import UNIT_KERNELS, is_known
+from sparseprune.layers.table import UNIT_KERNELS, is_known, unit_axis
 from sparseprune.numeric.masks import prune_count
 from sparseprune.numeric.schedule import MaskRules, TensorRule
 from sparseprune.prune.blocks import block_count, not_block_prunable
@@ -66,13 +66,13 @@ class Plan:
 
     def global_unit_count(self) -> int:
         """Units to remove over the pool: TFMOT's round rule on the pooled unit count."""
-        total = sum(p.tensor.shape[-1] for p in self.unit_pooled)
+        total = sum(unit_count(p.tensor) for p in self.unit_pooled)
         return prune_count(total, self.spec.target or 0.0)
 
     def global_unit_caps(self) -> list[int]:
         """Per-layer caps (`--set` / max_sparsity) as counts of units."""
         return [
-            prune_count(p.tensor.shape[-1], p.cap) if p.cap is not None else p.tensor.shape[-1]
+            prune_count(unit_count(p.tensor), p.cap) if p.cap is not None else unit_count(p.tensor)
             for p in self.unit_pooled
         ]
 
@@ -97,10 +97,19 @@ class Plan:
         return block_count(item.tensor, self.spec.block or (1, 1))
 
 
-def mask_rules(plan: Plan) -> MaskRules:
-    """The plan as rules a trainer applies at every schedule step."""
+def unit_count(tensor: TensorInfo) -> int:
+    """Output units of a unit kernel (axis -2 of a transposed convolution's kernel)."""
+    return tensor.shape[unit_axis(tensor.layer_class)]
+
+
+def mask_rules(plan: Plan, fixed: dict[str, np.ndarray] | None = None) -> MaskRules:
+    """The plan as rules a trainer applies at every schedule step; `fixed` masks (by tensor
+    name, 0 = pruned) are held through training instead (`structured.fixed_units`)."""
+    fixed = fixed or {}
     rules = tuple(
-        TensorRule(p.tensor.name, p.method, p.target, p.cap, p.mask)
+        TensorRule(p.tensor.name, TensorMethod.MASK, None, None, fixed[p.tensor.name])
+        if p.tensor.name in fixed
+        else TensorRule(p.tensor.name, p.method, p.target, p.cap, p.mask)
         for p in plan.tensors
         if p.method is not None  # plan.pruned, spelled out so the type checker sees it
     )

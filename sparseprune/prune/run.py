@@ -162,8 +162,11 @@ def _prune_to(job: _Job, target: Path, force: bool) -> PruneResult:
         outcomes = {p.tensor.path: _outcome(p) for p in plan.tensors}
         training = None
         if train is not None or method is not TrainMethod.MASK:
-            training = run_training(str(source), plan, method, train, job.unsafe, job.on_epoch)
-            transform = _trained_transform(plan, outcomes, training.weights)
+            fixed = structured.fixed_units(model, plan) if method is TrainMethod.MASK else {}
+            training = run_training(
+                str(source), plan, method, train, job.unsafe, job.on_epoch, fixed
+            )
+            transform = _trained_transform(plan, outcomes, training.weights, fixed)
         else:
             pool = structured.unit_pool(model, plan)
             block_pool = _block_pool(model, plan)
@@ -288,7 +291,9 @@ def _transform(
     return transform
 
 
-def _trained_transform(plan: Plan, outcomes: dict[str, TensorOutcome], weights: dict):
+def _trained_transform(
+    plan: Plan, outcomes: dict[str, TensorOutcome], weights: dict, fixed: dict[str, np.ndarray]
+):
     """Every weight takes its trained value; pruned tensors must hold their final zero counts."""
     by_path = {p.tensor.path: p for p in plan.tensors}
 
@@ -303,8 +308,8 @@ def _trained_transform(plan: Plan, outcomes: dict[str, TensorOutcome], weights: 
             )
         if item.method is TensorMethod.TARGET and item.target is not None:
             outcome.expected_zeros = prune_count(values.size, item.target)
-        if item.method is TensorMethod.UNITS and item.target is not None:
-            outcome.units_pruned = prune_count(values.shape[-1], item.target)
+        if item.method in UNIT_METHODS:
+            outcome.units_pruned = structured.trained_unit_count(item, fixed)
         if item.method is TensorMethod.BLOCKS and item.target is not None:
             outcome.blocks_pruned = prune_count(plan.blocks_of(item), item.target)
         trained = trained.astype(values.dtype, copy=True)

@@ -16,23 +16,22 @@ import numpy as np
 
 from sparseprune.choices import UNIT_METHODS, TensorMethod, TrainMethod
 from sparseprune.errors import InputError
-from sparseprune.formats import ModelFile, open_model
+from sparseprune.formats import ModelFile, TensorInfo, open_model
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS
 from sparseprune.formats.writer import information_bound_bytes
+from sparseprune.layers.table import unit_axis
 from sparseprune.numeric.masks import (
     GlobalCut,
     columns,
+    global_positions,
     global_unit_cut,
-    global_unit_positions,
     prune_count,
     smallest_positions,
     unit_norms,
-    unit_positions,
     zero_units,
 )
-from sparseprune.prune.plan import Plan, TensorPlan
-from sparseprune.shrink.graph import Group, build_graph, build_groups, channel_slots
-from sparseprune.shrink.shapes import input_shapes
+from sparseprune.prune import coupled
+from sparseprune.prune.plan import Plan, TensorPlan, unit_count
 from sparseprune.shrink.shrinking import ShrinkResult, shrink_model
 
 SHRINK_SUFFIXES = {FORMAT_KERAS: (".keras",), FORMAT_H5: (".h5", ".hdf5")}
@@ -59,24 +58,47 @@ def check_request(model: ModelFile, target: Path, method: TrainMethod) -> None:
 
 
 class UnitPool:
-    """The global unit ranking: per-unit norms of every pooled kernel (small), then one cut;
-    and, in layer scope, the units of coupled producers chosen together (`coupled_units`)."""
+    """The unit choices made before writing: per-unit norms of every pooled kernel (small) and
+    one global cut; units of producers a merge ties, chosen together (`prune/coupled.py`), in
+    layer scope per group and in global scope as one entry per tied class."""
 
     def __init__(self, model: ModelFile, plan: Plan) -> None:
         pooled = plan.unit_pooled
         self.index = {p.tensor.path: i for i, p in enumerate(pooled)}
-        self.norms = [unit_norms(model.read(p.tensor)) for p in pooled]
-        self.selection: GlobalCut | None = (
-            global_unit_cut(self.norms, plan.global_unit_count(), plan.global_unit_caps())
-            if pooled
-            else None
-        )
-        self.coupled = coupled_units(model, plan)
+        self.norms = [tensor_norms(model, p) for p in pooled]
+        self.chosen: dict[str, np.ndarray] = {}  # kernel path -> chosen units
+        for coupling in coupled.couplings(model, plan, TensorMethod.UNITS):
+            norms = [tensor_norms(model, item) for item in coupling.items]
+            picks = coupled.layer_choice(coupling, norms)
+            self.chosen.update(
+                {i.tensor.path: c for i, c in zip(coupling.items, picks, strict=True)}
+            )
+        self.selection: GlobalCut | None = None
+        if pooled:
+            self._global(model, plan)
 
-    def positions(self, item: TensorPlan, values: np.ndarray) -> np.ndarray:
-        assert self.selection is not None, "only pooled tensors are asked for"
-        i = self.index[item.tensor.path]
-        return global_unit_positions(values, self.norms[i], i, self.selection)
+    def _global(self, model: ModelFile, plan: Plan) -> None:
+        count, caps = plan.global_unit_count(), plan.global_unit_caps()
+        ties = coupled.couplings(model, plan, TensorMethod.GLOBAL_UNITS)
+        if not ties:
+            self.selection = global_unit_cut(self.norms, count, caps)
+            return
+        groups = [[self.index[item.tensor.path] for item in tie.items] for tie in ties]
+        picks = coupled.global_choice(self.norms, groups, ties, count, caps)
+        paths = list(self.index)
+        self.chosen.update({paths[i]: pick for i, pick in enumerate(picks)})
+
+    def choice(self, item: TensorPlan, view: np.ndarray) -> np.ndarray | None:
+        """The tensor's chosen units (one flag per unit of `view`, units last)."""
+        if item.tensor.path in self.chosen:
+            return self.chosen[item.tensor.path]
+        if item.method is TensorMethod.GLOBAL_UNITS and self.selection is not None:
+            i = self.index[item.tensor.path]
+            return global_positions(self.norms[i], i, self.selection)
+        if item.method is TensorMethod.UNITS:
+            count = prune_count(view.shape[-1], item.target or 0.0)
+            return smallest_positions(unit_norms(view), count)
+        return None
 
 
 def unit_pool(model: ModelFile, plan: Plan) -> UnitPool | None:
@@ -84,88 +106,73 @@ def unit_pool(model: ModelFile, plan: Plan) -> UnitPool | None:
     return UnitPool(model, plan) if needed else None
 
 
-def coupled_units(model: ModelFile, plan: Plan) -> dict[str, np.ndarray]:
-    """Units to zero per kernel path for producers whose channels a merge ties together (a
-    residual Add): ranked by the summed squared norms of each tied channel and zeroed in every
-    member at once, as Torch-Pruning prunes a dependency group. Chosen one layer at a time, the
-    members would lose different channels, every tied channel would stay alive in some member,
-    and shrink could remove none of them."""
-    items = {p.tensor.layer: p for p in plan.tensors if p.method is TensorMethod.UNITS}
-    if len(items) < 2 or model.config is None:
-        return {}
-    try:
-        graph = build_graph(model.config)
-    except InputError:
-        return {}
-    shapes = input_shapes(graph)
-    channels = {n: (s[0][-1] if s and s[0] else None) for n, s in shapes.items()}
-    chosen: dict[str, np.ndarray] = {}
-    for group in build_groups(graph):
-        planned = [m.name for m in group.members if m.name in items]
-        if group.reason is None and len(planned) > 1:
-            chosen.update(_group_choice(model, group, planned, items, channels))
-    return chosen
+def unit_view(tensor: TensorInfo, values: np.ndarray) -> np.ndarray:
+    """The kernel with its output units last (a view: writing it writes `values`)."""
+    axis = unit_axis(tensor.layer_class)
+    return values if axis == -1 else np.moveaxis(values, axis, -1)
 
 
-def _group_choice(
-    model: ModelFile, group: Group, planned: list[str], items: dict, channels: dict
-) -> dict[str, np.ndarray]:
-    """One choice for members tied channel for channel; nothing if the ties are partial."""
-    units = {m.name: _unit_count(model, m.name, items) for m in group.members}
-    if None in units.values():
-        return {}
-    slots, _, problem = channel_slots(group, units, channels)  # type: ignore[arg-type]
-    roots = [slots[name] for name in planned]
-    classes = roots[0]
-    tied = all(sorted(r.tolist()) == sorted(classes.tolist()) for r in roots)
-    if problem or not tied or len(set(classes.tolist())) != len(classes):
-        return {}
-    joint = np.zeros(len(classes))
-    where = {int(c): i for i, c in enumerate(classes)}
-    for name, ids in zip(planned, roots, strict=True):
-        norms = unit_norms(model.read(items[name].tensor)).astype(np.float64)
-        joint[[where[int(c)] for c in ids]] += norms**2
-    count = prune_count(len(classes), max(items[name].target or 0.0 for name in planned))
-    gone = set(classes[smallest_positions(np.sqrt(joint).astype(np.float32), count)].tolist())
-    return {
-        items[name].tensor.path: np.isin(ids, list(gone))
-        for name, ids in zip(planned, roots, strict=True)
-    }
-
-
-def _unit_count(model: ModelFile, layer: str, items: dict) -> int | None:
-    if layer in items:
-        return items[layer].tensor.shape[-1]
-    kernels = [
-        t
-        for t in model.model_tensors
-        if t.layer == layer and t.role in ("kernel", "pointwise_kernel")
-    ]
-    return kernels[0].shape[-1] if len(kernels) == 1 else None
+def tensor_norms(model: ModelFile, item: TensorPlan) -> np.ndarray:
+    return unit_norms(unit_view(item.tensor, model.read(item.tensor)))
 
 
 def apply_units(item: TensorPlan, values: np.ndarray, pool: UnitPool | None) -> int:
     """Zero the tensor's chosen units in place; returns how many units were chosen."""
-    if item.method is TensorMethod.UNITS and pool is not None and item.tensor.path in pool.coupled:
-        return zero_units(values, columns(values.shape, pool.coupled[item.tensor.path]))
-    if item.method is TensorMethod.UNITS:
-        count = prune_count(values.shape[-1], item.target or 0.0)
-        return zero_units(values, unit_positions(values, count))
-    if item.method is TensorMethod.GLOBAL_UNITS and pool is not None:
-        return zero_units(values, pool.positions(item, values))
-    return 0
+    view = unit_view(item.tensor, values)
+    chosen = pool.choice(item, view) if pool is not None else None
+    return 0 if chosen is None else zero_units(view, columns(view.shape, chosen))
 
 
-def zero_units_count(values: np.ndarray) -> int:
+def fixed_units(model: ModelFile, plan: Plan) -> dict[str, np.ndarray]:
+    """For training (`--epochs`): the unit kernels whose units the trainer cannot rank, chosen
+    once from the weights before training and held fixed through it, as masks (0 = pruned) by
+    tensor name. The trainer ranks each kernel's last axis alone, so it could neither keep tied
+    members' units together nor find a transposed convolution's units (axis -2). In global
+    scope one such kernel fixes the whole pool (the one-shot selection), so its count stays
+    exact."""
+    units = [p for p in plan.tensors if p.method in UNIT_METHODS]
+    pool = unit_pool(model, plan)
+    if pool is None:
+        return {}
+    fixed = [p for p in units if p.tensor.path in pool.chosen or _transposed(p)]
+    if any(p.method is TensorMethod.GLOBAL_UNITS for p in fixed):
+        fixed = list(dict.fromkeys([*fixed, *plan.unit_pooled]))
+    masks = {}
+    for item in fixed:
+        mask = np.ones(item.tensor.shape, np.float32)
+        view = unit_view(item.tensor, mask)
+        chosen = pool.choice(item, unit_view(item.tensor, model.read(item.tensor)))
+        view[..., chosen] = 0.0
+        masks[item.tensor.name] = mask
+    return masks
+
+
+def _transposed(item: TensorPlan) -> bool:
+    return unit_axis(item.tensor.layer_class) != -1
+
+
+def trained_unit_count(item: TensorPlan, fixed: dict[str, np.ndarray]) -> int | None:
+    """Units the trained kernel must hold zeroed: a fixed choice's, or the layer target's."""
+    if item.tensor.name in fixed:
+        mask = unit_view(item.tensor, fixed[item.tensor.name])
+        return int((mask.reshape(-1, mask.shape[-1]) == 0).all(axis=0).sum())
+    if item.method is TensorMethod.UNITS and item.target is not None:
+        return prune_count(unit_count(item.tensor), item.target)
+    return None
+
+
+def zero_units_count(tensor: TensorInfo, values: np.ndarray) -> int:
     """Units whose whole incoming slice is exactly zero (what shrink will remove)."""
-    return int((values.reshape(-1, values.shape[-1]) == 0).all(axis=0).sum())
+    view = unit_view(tensor, values)
+    return int((view.reshape(-1, view.shape[-1]) == 0).all(axis=0).sum())
 
 
-def check_units(name: str, expected: int | None, values: np.ndarray) -> list[str]:
+def check_units(tensor: TensorInfo, expected: int | None, values: np.ndarray) -> list[str]:
     """The written kernel holds at least the planned number of all-zero units."""
     if expected is None:
         return []
-    found = zero_units_count(values)
+    name = tensor.name
+    found = zero_units_count(tensor, values)
     if found < expected:
         return [f"{name}: expected {expected} zeroed units, found {found}."]
     return []

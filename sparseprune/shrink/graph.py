@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sparseprune.errors import InputError
-from sparseprune.layers.channels import ACTIVATIONS, CONSUMERS, PRODUCERS, ChannelFacts, facts
+from sparseprune.layers.channels import (
+    ACTIVATIONS,
+    GROUPED_DEPTHWISE,
+    ChannelFacts,
+    facts,
+)
 
 
 @dataclass(eq=False)  # hashed by identity: one node per layer
@@ -30,6 +35,7 @@ class Node:
     inputs: list[str] = field(default_factory=list)
     calls: int = 1
     rank: int | None = None  # rank of its (first) input, batch axis included, when known
+    channels: int | None = None  # channels of its (first) input, when known
 
     @property
     def config(self) -> dict:
@@ -38,7 +44,23 @@ class Node:
 
     @property
     def facts(self) -> ChannelFacts:
-        return facts(self.class_name)
+        row = facts(self.class_name)
+        return GROUPED_DEPTHWISE if row.kind == "produce" and self.depthwise_groups else row
+
+    @property
+    def groups(self) -> int:
+        value = self.config.get("groups", 1)
+        return value if isinstance(value, int) and value > 0 else 1
+
+    @property
+    def depthwise_groups(self) -> bool:
+        """A grouped convolution with one input channel and one filter per group."""
+        groups = self.groups
+        return groups > 1 and self.config.get("filters") == groups == self.channels
+
+    @property
+    def kind(self) -> str:
+        return self.facts.kind
 
 
 @dataclass
@@ -195,20 +217,54 @@ def layer_problem(node: Node) -> str | None:
         return f"'{node.name}' is shared (called {node.calls} times)"
     if config.get("data_format", "channels_last") != "channels_last":
         return f"'{node.name}' is channels_first"
-    if int(config.get("groups", 1) or 1) != 1:
-        return f"'{node.name}' is a grouped convolution (groups={config.get('groups')})"
+    if node.groups != 1 and not node.depthwise_groups:
+        return _grouped_problem(node)
     if int(config.get("depth_multiplier", 1) or 1) != 1:
         return f"'{node.name}' has depth_multiplier {config.get('depth_multiplier')}, not 1"
+    if row.constant == "layernorm":
+        return _layernorm_problem(node)
     if node.class_name in ("BatchNormalization", "Concatenate"):
         axis = config.get("axis", -1)
         if not _is_channel_axis(axis, node.rank):
             return f"'{node.name}' works on axis {axis} of a rank-{node.rank} tensor, not channels"
-    if row.kind == "pass" and row.constant == "activation":
+    if row.kind == "pass" and row.constant in ("activation", "depthwise"):
         fn = activation_fn(node)
         return fn if isinstance(fn, str) else None
     if row.kind == "pass" and row.constant == "rescale":
         scalar = all(isinstance(config.get(k, 0.0), (int, float)) for k in ("scale", "offset"))
         return None if scalar else f"'{node.name}' rescales per channel"
+    return None
+
+
+def _grouped_problem(node: Node) -> str:
+    """Why a grouped convolution cannot lose a channel (only the depthwise kind can)."""
+    groups, filters, channels = node.groups, node.config.get("filters"), node.channels
+    where = f"'{node.name}' is a grouped convolution (groups={groups})"
+    if channels is None:
+        return f"{where} whose input channel count is unknown"
+    if channels != groups:
+        return (
+            f"{where} with {channels // groups} input channels per group: removing one "
+            "would leave its groups unequal"
+        )
+    return f"{where} with {filters} filters: each channel feeds {filters // groups} of them"
+
+
+def _layernorm_problem(node: Node) -> str | None:
+    """LayerNormalization over the channel axis mixes all channels (mean and variance), so no
+    channel can go; over other axes each channel is normalized alone and passes through."""
+    axis = node.config.get("axis", -1)
+    axes = axis if isinstance(axis, list) else [axis]
+    if node.rank is None and any(a != -1 for a in axes):
+        return f"'{node.name}' normalizes over axis {axis} of a tensor of unknown rank"
+    if any(_is_channel_axis(a, node.rank) for a in axes):
+        return (
+            f"'{node.name}' (LayerNormalization) normalizes over the channels: a removed "
+            "channel's constant still enters the mean and variance that scale every other "
+            "channel, so removing it cannot be exact"
+        )
+    if node.config.get("rms_scaling"):
+        return f"'{node.name}' scales by the root mean square (rms_scaling)"
     return None
 
 
@@ -219,7 +275,7 @@ def build_groups(graph: Graph) -> list[Group]:
     groups: list[Group] = []
     seen: set[str] = set()
     for node in graph.nodes.values():
-        if node.class_name in PRODUCERS and node.name not in seen:
+        if node.kind == "produce" and node.name not in seen:
             group = _close_group(graph, node)
             seen.update(m.name for m in group.members)
             groups.append(group)
@@ -247,7 +303,7 @@ def _expand(graph: Graph, node: Node, group: Group, inside: set[str], pending: l
     problem = _outputs_problem(graph, node)
     for name in graph.consumers[node.name] if not problem else []:
         step = graph.nodes[name]
-        if step.class_name in CONSUMERS:
+        if step.kind in ("produce", "consume"):
             group.uses.append((step, node.name))
             problem = layer_problem(step)
         elif step.name not in inside:
@@ -277,7 +333,7 @@ def _join(
         node = graph.nodes[name]
         inside.add(name)
         pending.append(node)
-        if node.class_name in PRODUCERS:
+        if node.kind == "produce":
             group.members.append(node)
             return layer_problem(node)
         row = node.facts

@@ -114,15 +114,16 @@ def _group_problem(group: Group, slots: dict[str, np.ndarray], arrays: Arrays) -
             return act
     for node in group.inner:
         for role, value in arrays.get(node.name, {}).items():
-            axis = _channel_axis(value)
+            axis = _channel_axis(node, value)
             if node.facts.channel_roles and value.shape[axis] != len(slots[node.name]):
                 return f"the per-channel weight '{role}' of '{node.name}' does not match"
     return None
 
 
-def _channel_axis(value: np.ndarray) -> int:
-    """Per-channel weights: vectors along their only axis, depthwise kernels (..., C, mult)."""
-    return -1 if value.ndim == 1 else -2
+def _channel_axis(node: Node, value: np.ndarray) -> int:
+    """Per-channel weights: vectors along their only axis, kernels where the row says
+    (depthwise (..., C, multiplier), grouped depthwise (..., 1, C))."""
+    return -1 if value.ndim == 1 else node.facts.channel_axis
 
 
 def _note(
@@ -156,12 +157,29 @@ def _constants(
     for node in group.inner:
         inputs = [values[name] for name in node.inputs]
         out = _step(node, inputs, ctx)
-        if node.facts.constant in ("padding", "depthwise"):
+        why = _LOST.get(node.facts.constant)
+        if why is not None:
             turned = np.isfinite(inputs[0]) & ~np.isfinite(out)
             for slot in slots[node.name][turned].tolist():
-                lost.setdefault(slot, f"'{node.name}' pads with zeros: a nonzero constant varies")
+                lost.setdefault(slot, why.format(name=node.name, axis=_axis_text(node)))
         values[node.name] = out
     return values, lost
+
+
+# Why a layer turns a constant channel into a varying one (see `_step`).
+_LOST = {
+    "padding": "'{name}' pads with zeros: a nonzero constant varies",
+    "depthwise": "'{name}' pads with zeros: a nonzero constant varies",
+    "layernorm": (
+        "'{name}' normalizes over axis {axis}: a constant channel comes out as its beta, "
+        "which is not the same along that axis"
+    ),
+}
+
+
+def _axis_text(node: Node) -> str:
+    axis = node.config.get("axis")
+    return str(axis[0] if isinstance(axis, list) and len(axis) == 1 else axis)
 
 
 def _step(node: Node, inputs: list[np.ndarray], ctx: Context) -> np.ndarray:
@@ -181,7 +199,11 @@ def _step(node: Node, inputs: list[np.ndarray], ctx: Context) -> np.ndarray:
     if row.constant == "padding":
         return np.where(x == 0, x, np.nan)
     if row.constant == "depthwise":
-        return _depthwise(node, weights, x, ctx)
+        return _elementwise(activation_fn(node), _depthwise(node, weights, x, ctx))
+    if row.constant == "scale":
+        return x * weights["gamma"]
+    if row.constant == "layernorm":
+        return _layernorm(weights, x)
     return x
 
 
@@ -211,6 +233,16 @@ def _batchnorm(node: Node, weights: dict[str, np.ndarray], values: np.ndarray) -
     return (values - weights["moving_mean"]) * scale + weights.get("beta", 0.0)
 
 
+def _layernorm(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """LayerNormalization over other axes than the channels (`graph._layernorm_problem`): a
+    constant channel has mean c and variance 0 there, so it comes out as beta, which is one
+    constant only when beta is the same at every position (absent: 0)."""
+    beta = weights.get("beta")
+    if beta is None or (beta == beta.flat[0]).all():
+        return np.where(np.isfinite(x), 0.0 if beta is None else float(beta.flat[0]), np.nan)
+    return np.full_like(x, np.nan)
+
+
 def depthwise_kernel(weights: dict[str, np.ndarray]) -> np.ndarray:
     """Keras 3 saves it as 'kernel', tf_keras as 'depthwise_kernel': (..., C, multiplier)."""
     return weights["kernel"] if "kernel" in weights else weights["depthwise_kernel"]
@@ -219,8 +251,8 @@ def depthwise_kernel(weights: dict[str, np.ndarray]) -> np.ndarray:
 def _depthwise(node: Node, weights: dict, x: np.ndarray, ctx: Context) -> np.ndarray:
     """A constant c in channel j gives c * sum(kernel_j) + bias_j where the window never pads;
     with padding only c = 0 stays constant (bias_j). A zero kernel slice outputs bias_j."""
-    kernel = depthwise_kernel(weights)[..., 0]
-    flat = kernel.reshape(-1, kernel.shape[-1])
+    kernel = np.moveaxis(depthwise_kernel(weights), node.facts.channel_axis, -1)
+    flat = kernel.reshape(-1, kernel.shape[-1])  # (window positions, channels): multiplier 1
     bias = weights.get("bias", np.zeros(flat.shape[-1]))
     zero_kernel = (np.abs(flat) <= ctx.threshold).all(axis=0)
     padded = pads(node, ctx.shape_in(node.name)) is not False
@@ -370,7 +402,7 @@ def _apply(
     for node in group.inner:
         for role, value in arrays.get(node.name, {}).items() if node.facts.channel_roles else ():
             keep = ~remove[node.name]
-            arrays[node.name][role] = np.compress(keep, value, axis=_channel_axis(value))
+            arrays[node.name][role] = np.compress(keep, value, axis=_channel_axis(node, value))
             ctx.touched.add(node.name)
     for member in group.members:
         keep = ~remove[member.name]

@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TypeGuard
 
-from sparseprune.layers.channels import PRODUCERS
 from sparseprune.shrink.graph import Graph, Node, keras_tensors
 
 Shape = list  # [None, d1, ..., channels]
@@ -22,7 +21,8 @@ _SAME_SHAPE = frozenset(
     {"LayerNormalization", "GroupNormalization", "UnitNormalization", "Softmax", "Masking",
      "BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "Rescaling", "Dropout",
      "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Normalization"}
+     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Normalization",
+     "LayerScale"}
 )  # fmt: skip
 
 
@@ -80,6 +80,8 @@ def input_shapes(graph: Graph) -> dict[str, list[Shape | None]]:
             shapes = [list(built)]
         inputs[name] = shapes
         node.rank = len(shapes[0]) if shapes and shapes[0] is not None else _built_rank(built)
+        first = shapes[0] if shapes and shapes[0] is not None else None
+        node.channels = first[-1] if first and isinstance(first[-1], int) else None
         outputs[name] = _output_shape(node, shapes)
     return inputs
 
@@ -180,6 +182,7 @@ def _recurrent(config: dict, shapes: list[Shape]) -> Shape:
 _RULES: dict[str, Callable[[dict, list[Shape]], Shape | None]] = {
     "Dense": lambda c, s: [*s[0][:-1], c.get("units")],
     "produce": _windowed,
+    **{f"Conv{d}D": _windowed for d in (1, 2, 3)},  # also when grouped (a "pass" node)
     "Conv1DTranspose": _transposed,
     "Conv2DTranspose": _transposed,
     "Conv3DTranspose": _transposed,
@@ -207,8 +210,9 @@ def resize_config(config: dict, graph: Graph, channels: dict[str, tuple[int, int
     longer match the shapes, and Keras would warn that it skipped it."""
     ratio = {name: change for name, change in channels.items() if change[0] != change[1]}
     for node in graph.nodes.values():
-        key = node.facts.units_key if node.class_name in PRODUCERS else None
-        if key and node.name in ratio:
+        row = node.facts
+        keys = (row.units_key,) if row.kind == "produce" and row.units_key else row.channel_keys
+        for key in keys if node.name in ratio else ():
             node.config[key] = ratio[node.name][1]
         if node.class_name == "Reshape" and node.inputs and node.inputs[0] in ratio:
             _scale_last(node.config.get("target_shape"), ratio[node.inputs[0]])

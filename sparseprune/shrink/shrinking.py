@@ -236,7 +236,7 @@ def _new_report(
         entry = LayerShrink(name, node.class_name)
         entry.params_before = _params(name, sizes)
         entry.macs_before = _macs(node, arrays, _first(shapes.get(name)))
-        if node.class_name in PRODUCERS:
+        if node.kind == "produce":
             entry.units_before = units_of(node, arrays)
         if nested:
             entry.skipped["nested model: its layers are not shrunk"] = 0
@@ -300,6 +300,24 @@ def _finish_report(
             entry.units_after = units_of(node, arrays)
 
 
+def _config_failures(node: Node, arrays: Arrays, written: dict) -> list[str]:
+    """A resized layer's config holds its new unit (or channel) count."""
+    row = node.facts
+    if row.kind == "produce":
+        keys, count = (row.units_key or "",), units_of(node, arrays)
+    elif row.channel_keys:
+        role = row.channel_roles[0]
+        value = arrays[node.name][role]
+        keys, count = row.channel_keys, value.shape[-1 if value.ndim == 1 else row.channel_axis]
+    else:
+        return []
+    return [
+        f"{node.name}: the written config says {key}={written.get(key)}, not {count}"
+        for key in keys
+        if written.get(key) != count
+    ]
+
+
 def _check_written(target: Path, arrays: Arrays, graph: Graph, touched: set[str]) -> list[str]:
     """Re-read the output: every changed tensor has the planned shape, every unit count the
     config says matches its kernel."""
@@ -312,12 +330,6 @@ def _check_written(target: Path, arrays: Arrays, graph: Graph, touched: set[str]
             if want is None or tuple(want.shape) != tensor.shape:
                 failures.append(f"{tensor.name}: written shape {tensor.shape} is not planned")
         layers = {info.name: info for info in written.layers}
-        for name in touched & {
-            n for n, node in graph.nodes.items() if node.class_name in PRODUCERS
-        }:
-            node = graph.nodes[name]
-            units = units_of(node, arrays)
-            got = layers[name].config.get(node.facts.units_key or "")
-            if got != units:
-                failures.append(f"{name}: the written config says {got} units, not {units}")
+        for name in sorted(touched & set(graph.nodes)):
+            failures += _config_failures(graph.nodes[name], arrays, layers[name].config)
     return failures

@@ -1,0 +1,143 @@
+"""Units that a merge ties across layers, ranked and zeroed together (`--structure units`).
+
+A residual Add makes channel j of every producer feeding it one channel: shrink can remove it
+only when it is dead in all of them. Like Torch-Pruning's dependency groups, the tied units of
+one shrink group are one *class*; a class is ranked by the root mean square of its members' unit
+norms and zeroed in every member at once. Ties may be partial (NASNet concatenates sums of
+branches with their own inputs, so one class holds units of some members only); a class that
+also holds units of a layer not pruned the same way (excluded, the model output, another method)
+is never chosen, since zeroing it could not remove it. Pure numpy over the shrink graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparseprune.choices import TensorMethod
+from sparseprune.errors import InputError
+from sparseprune.formats import ModelFile
+from sparseprune.numeric.masks import prune_count, smallest_positions
+from sparseprune.prune.plan import Plan, TensorPlan
+from sparseprune.shrink.graph import Group, Node, build_graph, build_groups, channel_slots
+from sparseprune.shrink.shapes import input_shapes
+
+
+@dataclass
+class Coupling:
+    """Planned producers of one shrink group: per member, the class id of each unit."""
+
+    items: list[TensorPlan]
+    classes: list[np.ndarray]  # per member: class id (0..count-1) of each unit
+    count: int
+    blocked: np.ndarray  # per class: it also holds units of a layer outside `items`
+
+    def scores(self, norms: list[np.ndarray]) -> np.ndarray:
+        """Root mean square of each class's unit norms; never chosen (inf) where blocked/NaN."""
+        total = np.zeros(self.count)
+        size = np.zeros(self.count)
+        for ids, member in zip(self.classes, norms, strict=True):
+            np.add.at(total, ids, np.asarray(member, np.float64) ** 2)
+            np.add.at(size, ids, 1)
+        rms = np.sqrt(total / np.maximum(size, 1))
+        return np.where(self.blocked | ~np.isfinite(rms), np.inf, rms)
+
+    def spread(self, gone: np.ndarray) -> list[np.ndarray]:
+        """Chosen classes as each member's chosen units."""
+        return [gone[ids] for ids in self.classes]
+
+
+def couplings(model: ModelFile, plan: Plan, method: TensorMethod) -> list[Coupling]:
+    """Every shrink group with more than one producer planned with `method`."""
+    items = {p.tensor.layer: p for p in plan.tensors if p.method is method}
+    if len(items) < 2 or model.config is None:
+        return []
+    try:
+        graph = build_graph(model.config)
+    except InputError:
+        return []
+    shapes = input_shapes(graph)
+    channels = {n: (s[0][-1] if s and s[0] else None) for n, s in shapes.items()}
+    found = []
+    for group in build_groups(graph):
+        if group.reason is None and sum(m.name in items for m in group.members) > 1:
+            coupling = _coupling(model, group, items, channels)
+            if coupling is not None:
+                found.append(coupling)
+    return found
+
+
+def _coupling(
+    model: ModelFile, group: Group, items: dict[str, TensorPlan], channels: dict
+) -> Coupling | None:
+    units = {m.name: _unit_count(model, m) for m in group.members}
+    if None in units.values():
+        return None
+    slots, _, problem = channel_slots(group, units, channels)  # type: ignore[arg-type]
+    if problem:
+        return None
+    planned = [m.name for m in group.members if m.name in items]
+    roots = np.unique(np.concatenate([slots[name] for name in planned]))
+    outside = [slots[m.name] for m in group.members if m.name not in items]
+    blocked = np.isin(roots, np.concatenate(outside)) if outside else np.zeros(len(roots), bool)
+    classes = [np.searchsorted(roots, slots[name]) for name in planned]
+    return Coupling([items[name] for name in planned], classes, len(roots), blocked)
+
+
+def _unit_count(model: ModelFile, member: Node) -> int | None:
+    role, axis = member.facts.kernel, member.facts.out_axis
+    kernels = [t for t in model.model_tensors if t.layer == member.name and t.role == role]
+    return kernels[0].shape[axis] if len(kernels) == 1 else None
+
+
+def layer_choice(coupling: Coupling, norms: list[np.ndarray]) -> list[np.ndarray]:
+    """Layer scope: the group loses the largest member target's share of its classes."""
+    scores = coupling.scores(norms)
+    target = max(item.target or 0.0 for item in coupling.items)
+    count = min(prune_count(coupling.count, target), int(np.isfinite(scores).sum()))
+    return coupling.spread(smallest_positions(scores.astype(np.float32), count))
+
+
+def global_choice(
+    norms: list[np.ndarray], groups: list[list[int]], coupled: list[Coupling], count: int,
+    caps: list[int],
+) -> list[np.ndarray]:  # fmt: skip
+    """Global scope: one ranking of single units and whole classes by score, ties in pool order,
+    taken until `count` units are chosen, a class only if every member stays within its cap.
+    `groups[k]` gives the pool indices of `coupled[k]`'s members."""
+    entries = _entries(norms, groups, coupled)
+    chosen = [np.zeros(len(n), bool) for n in norms]
+    left = list(caps)
+    taken = 0
+    for score, _, parts in sorted(entries, key=lambda e: (e[0], e[1])):
+        if taken >= count or not np.isfinite(score):
+            break
+        if any(left[i] < len(units) for i, units in parts):
+            continue
+        for i, units in parts:
+            chosen[i][units] = True
+            left[i] -= len(units)
+            taken += len(units)
+    return chosen
+
+
+Entry = tuple[float, int, list[tuple[int, np.ndarray]]]  # score, pool order, (member, units)
+
+
+def _entries(norms: list[np.ndarray], groups: list[list[int]], coupled: list[Coupling]):
+    entries: list[Entry] = []
+    owner = {i: k for k, members in enumerate(groups) for i in members}
+    for i, member in enumerate(norms):
+        if i not in owner:
+            scores = np.where(np.isnan(member), np.inf, member)
+            for u, score in enumerate(scores):
+                entries.append((float(score), len(entries), [(i, np.array([u]))]))
+        elif groups[owner[i]][0] == i:  # a coupling's classes, once, at its first member
+            k = owner[i]
+            scores = coupled[k].scores([norms[j] for j in groups[k]])
+            members = list(zip(groups[k], coupled[k].classes, strict=True))
+            for c, score in enumerate(scores):
+                parts = [(j, np.flatnonzero(ids == c)) for j, ids in members]
+                entries.append((float(score), len(entries), [(j, u) for j, u in parts if len(u)]))
+    return entries
