@@ -298,3 +298,24 @@ def test_layernorm_over_time_with_uneven_beta_keeps_constants_with_the_reason(ru
     assert got["after"]["to_time"][0] == 6
     assert got["skipped"]["'ln_time_beta' normalizes over axis 1: a constant channel comes out "
                           "as its beta, which is not the same along that axis"] == 3
+
+
+def test_global_choice_ranks_classes_with_single_units_under_caps() -> None:
+    """Hand-computed: tensors 0 and 1 tied (class c = unit c of each), tensor 2 alone.
+    Class scores are the RMS of the two norms: [1, 5, 0.5]; tensor 2's norms [0.7, 2, 0.1]."""
+    import numpy as np
+
+    from sparseprune.prune.coupled import Coupling, global_choice
+
+    tie = Coupling([], [np.arange(3), np.arange(3)], 3, np.zeros(3, bool))
+    norms = [np.array([1.0, 5.0, 0.5]), np.array([1.0, 5.0, 0.5]), np.array([0.7, 2.0, 0.1])]
+    # ranking: t2u2 0.1, class2 0.5 (2 units), t2u0 0.7, class0 1.0 (2 units), t2u1 2, class1 5
+    picks = global_choice(norms, [[0, 1]], [tie], count=4, caps=[3, 3, 3])
+    assert [p.tolist() for p in picks] == [
+        [False, False, True], [False, False, True], [True, False, True]
+    ]
+    # tensor 1 may give up one unit only: class 2 goes, class 0 cannot; t2u1 fills the count
+    picks = global_choice(norms, [[0, 1]], [tie], count=5, caps=[3, 1, 3])
+    assert [p.tolist() for p in picks] == [
+        [False, False, True], [False, False, True], [True, True, True]
+    ]

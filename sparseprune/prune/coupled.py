@@ -6,7 +6,8 @@ one shrink group are one *class*; a class is ranked by the root mean square of i
 norms and zeroed in every member at once. Ties may be partial (NASNet concatenates sums of
 branches with their own inputs, so one class holds units of some members only); a class that
 also holds units of a layer not pruned the same way (excluded, the model output, another method)
-is never chosen, since zeroing it could not remove it. Pure numpy over the shrink graph.
+is never chosen, since zeroing it could not remove it (when that is every class, the layers are
+ranked one by one, as without ties). Pure numpy over the shrink graph.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from sparseprune.choices import TensorMethod
 from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile
-from sparseprune.numeric.masks import prune_count, smallest_positions
+from sparseprune.numeric.masks import prune_count
 from sparseprune.prune.plan import Plan, TensorPlan
 from sparseprune.shrink.graph import Group, Node, build_graph, build_groups, channel_slots
 from sparseprune.shrink.shapes import input_shapes
@@ -77,12 +78,27 @@ def _coupling(
     slots, _, problem = channel_slots(group, units, channels)  # type: ignore[arg-type]
     if problem:
         return None
-    planned = [m.name for m in group.members if m.name in items]
+    planned = _tied([m.name for m in group.members if m.name in items], slots)
+    if len(planned) < 2:
+        return None
     roots = np.unique(np.concatenate([slots[name] for name in planned]))
     outside = [slots[m.name] for m in group.members if m.name not in items]
     blocked = np.isin(roots, np.concatenate(outside)) if outside else np.zeros(len(roots), bool)
+    if blocked.all():  # nothing shrink could remove: each layer keeps its own ranking
+        return None
     classes = [np.searchsorted(roots, slots[name]) for name in planned]
     return Coupling([items[name] for name in planned], classes, len(roots), blocked)
+
+
+def _tied(names: list[str], slots: dict[str, np.ndarray]) -> list[str]:
+    """The members sharing a channel with another member (DenseNet's concatenated convs share
+    none: each keeps its own per-layer ranking)."""
+    owners: dict[int, set[str]] = {}
+    for name in names:
+        for root in slots[name].tolist():
+            owners.setdefault(root, set()).add(name)
+    shared = set().union(*(o for o in owners.values() if len(o) > 1))
+    return [name for name in names if name in shared]
 
 
 def _unit_count(model: ModelFile, member: Node) -> int | None:
@@ -92,11 +108,21 @@ def _unit_count(model: ModelFile, member: Node) -> int | None:
 
 
 def layer_choice(coupling: Coupling, norms: list[np.ndarray]) -> list[np.ndarray]:
-    """Layer scope: the group loses the largest member target's share of its classes."""
+    """Layer scope: the group loses the largest member target's share of its classes, lowest
+    score first (ties: lower class id), never a member's last unit (shrink keeps one)."""
     scores = coupling.scores(norms)
     target = max(item.target or 0.0 for item in coupling.items)
-    count = min(prune_count(coupling.count, target), int(np.isfinite(scores).sum()))
-    return coupling.spread(smallest_positions(scores.astype(np.float32), count))
+    count = prune_count(coupling.count, target)
+    left = [len(ids) - 1 for ids in coupling.classes]
+    per_class = [np.bincount(ids, minlength=coupling.count) for ids in coupling.classes]
+    gone = np.zeros(coupling.count, bool)
+    for c in np.argsort(scores, kind="stable"):
+        if gone.sum() >= count or not np.isfinite(scores[c]):
+            break
+        if all(left[m] >= per_class[m][c] for m in range(len(left))):
+            gone[c] = True
+            left = [left[m] - per_class[m][c] for m in range(len(left))]
+    return coupling.spread(gone)
 
 
 def global_choice(
