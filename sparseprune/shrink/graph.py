@@ -247,7 +247,8 @@ def _grouped_problem(node: Node) -> str:
             f"{where} with {channels // groups} input channels per group: removing one "
             "would leave its groups unequal"
         )
-    return f"{where} with {filters} filters: each channel feeds {filters // groups} of them"
+    per = filters // groups if isinstance(filters, int) else "several"
+    return f"{where} with {filters} filters: each channel feeds {per} of them"
 
 
 def _layernorm_problem(node: Node) -> str | None:

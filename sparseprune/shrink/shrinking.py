@@ -303,6 +303,7 @@ def _finish_report(
 def _config_failures(node: Node, arrays: Arrays, written: dict) -> list[str]:
     """A resized layer's config holds its new unit (or channel) count."""
     row = node.facts
+    keys: tuple[str, ...]
     if row.kind == "produce":
         keys, count = (row.units_key or "",), units_of(node, arrays)
     elif row.channel_keys:
