@@ -159,8 +159,12 @@ def test_several_models_and_a_bad_one(tmp_path: Path, model: str) -> None:
 
 
 def test_debug_shows_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # --debug exports SPARSEPRUNE_DEBUG for worker processes; undo it so later tests run quiet.
+    # --debug exports SPARSEPRUNE_DEBUG for worker processes and sets the CLI's debug state;
+    # undo both so later tests (some register commands in apps of their own) run without it.
+    from sparseprune.cli.common import state
+
     monkeypatch.setenv(DEBUG_ENV, "0")
+    monkeypatch.setattr(state, "debug", False)
     result = runner.invoke(app, ["--debug", "inspect", str(tmp_path / "missing.h5")])
     assert result.exit_code != 0 and result.exception is not None
     assert "tensorflow" not in sys.modules

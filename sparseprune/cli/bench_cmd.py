@@ -6,19 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
-from sparseprune.choices import OutputFormat
-from sparseprune.cli.common import (
-    ForceOption,
-    FormatOption,
-    JsonFileOption,
-    JsonOption,
-    UnsafeOption,
-    exit_codes,
-)
-from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.cli.common import UnsafeOption, exit_codes
+from sparseprune.cli.output import Output, OutputOptions, Renderer, emit, output_options
 from sparseprune.errors import InputError
 
 
+@output_options
 def bench(
     models: Annotated[
         list[str], typer.Argument(help="Model files (.keras, full-model .h5, .tflite).")
@@ -40,14 +33,12 @@ def bench(
         ),
     ] = False,
     unsafe: UnsafeOption = False,
-    output_format: FormatOption = OutputFormat.TABLE,
-    as_json: JsonOption = False,
-    json_file: JsonFileOption = None,
-    force: ForceOption = False,
+    *,
+    out: OutputOptions,
 ) -> None:
     """Time inference (median, p90) and count params, nonzeros, MACs and bytes; B/A ratios."""
     with exit_codes():
-        report = Output.of(output_format, as_json, json_file, force, inputs=tuple(models))
+        report = Output.of(out, inputs=tuple(models))
         from sparseprune import BenchSpec, bench_models, bench_serving
 
         spec = BenchSpec(parse_sizes(batch_size), repeats, warmup, threads)

@@ -200,3 +200,10 @@ def end_on_failures(failures: Sequence[str]) -> None:
         stderr.print(f"[bold red]check failed:[/] {escape(one_line(failure))}", soft_wrap=True)
     if failures:
         raise typer.Exit(1)
+
+
+def split_names(text: str | None) -> list[str] | None:
+    """'accuracy, mae' -> ['accuracy', 'mae']; None keeps the default (an empty string: none)."""
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]

@@ -7,21 +7,12 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.choices import OutputFormat
-from sparseprune.cli.common import (
-    ForceOption,
-    FormatOption,
-    JsonFileOption,
-    JsonOption,
-    ThresholdOption,
-    UnsafeOption,
-    end_on_failures,
-    exit_codes,
-)
-from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.cli.common import ThresholdOption, UnsafeOption, end_on_failures, exit_codes
+from sparseprune.cli.output import Output, OutputOptions, Renderer, emit, output_options
 from sparseprune.numeric.stats import DEFAULT_THRESHOLD
 
 
+@output_options
 def compare(
     a: Annotated[str, typer.Argument(help="Reference model (e.g. the dense original).")],
     b: Annotated[str, typer.Argument(help="Model to compare with A (e.g. the pruned one).")],
@@ -37,14 +28,12 @@ def compare(
     ] = None,
     threshold: ThresholdOption = DEFAULT_THRESHOLD,
     unsafe: UnsafeOption = False,
-    output_format: FormatOption = OutputFormat.TABLE,
-    as_json: JsonOption = False,
-    json_file: JsonFileOption = None,
-    force: ForceOption = False,
+    *,
+    out: OutputOptions,
 ) -> None:
     """Compare per-layer sparsity, file size, outputs and metrics of two saved models."""
     with exit_codes():
-        report = Output.of(output_format, as_json, json_file, force, inputs=(a, b))
+        report = Output.of(out, inputs=(a, b))
         from sparseprune.compare.comparison import compare_models
 
         comparison = compare_models(

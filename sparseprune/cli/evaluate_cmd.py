@@ -7,18 +7,11 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.choices import OutputFormat
-from sparseprune.cli.common import (
-    ForceOption,
-    FormatOption,
-    JsonFileOption,
-    JsonOption,
-    UnsafeOption,
-    exit_codes,
-)
-from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.cli.common import UnsafeOption, exit_codes, split_names
+from sparseprune.cli.output import Output, OutputOptions, Renderer, emit, output_options
 
 
+@output_options
 def evaluate(
     model: Annotated[str, typer.Argument(help="Model file (.keras or full-model .h5).")],
     data: Annotated[
@@ -34,14 +27,12 @@ def evaluate(
         typer.Option(help="Comma-separated metric names; default: the file's, else inferred."),
     ] = None,
     unsafe: UnsafeOption = False,
-    output_format: FormatOption = OutputFormat.TABLE,
-    as_json: JsonOption = False,
-    json_file: JsonFileOption = None,
-    force: ForceOption = False,
+    *,
+    out: OutputOptions,
 ) -> None:
     """Evaluate a saved model's loss and metrics on the validation split of an .npz file."""
     with exit_codes():
-        report = Output.of(output_format, as_json, json_file, force, inputs=(model, data))
+        report = Output.of(out, inputs=(model, data))
         from sparseprune.keras_ops.evaluate import evaluate_model
 
         result = evaluate_model(
@@ -55,10 +46,3 @@ def evaluate(
         from sparseprune.render import evaluate_output
 
         emit(result, Renderer(evaluate_output.print_result, evaluate_output.rows), report)
-
-
-def split_names(text: str | None) -> list[str] | None:
-    """'accuracy, mae' -> ['accuracy', 'mae']; None keeps the default (an empty string: none)."""
-    if text is None:
-        return None
-    return [name.strip() for name in text.split(",") if name.strip()]

@@ -7,19 +7,12 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.choices import OutputFormat, Quantize
-from sparseprune.cli.common import (
-    ForceOption,
-    FormatOption,
-    JsonFileOption,
-    JsonOption,
-    UnsafeOption,
-    end_on_failures,
-    exit_codes,
-)
-from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.choices import Quantize
+from sparseprune.cli.common import UnsafeOption, end_on_failures, exit_codes
+from sparseprune.cli.output import Output, OutputOptions, Renderer, emit, output_options
 
 
+@output_options
 def export(
     model: Annotated[str, typer.Argument(help="Model file (.keras or full-model .h5).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .tflite file.")],
@@ -48,15 +41,13 @@ def export(
             help="Share of zeros from which --require-sparse treats a kernel as pruned.",
         ),
     ] = 0.1,
-    force: ForceOption = False,
     unsafe: UnsafeOption = False,
-    output_format: FormatOption = OutputFormat.TABLE,
-    as_json: JsonOption = False,
-    json_file: JsonFileOption = None,
+    *,
+    out: OutputOptions,
 ) -> None:
     """Convert a Keras model to TFLite (written atomically); with --data, compare the outputs."""
     with exit_codes():
-        report = Output.of(output_format, as_json, json_file, force, inputs=(model, output))
+        report = Output.of(out, inputs=(model, output))
         from sparseprune.keras_ops.export import export_model
 
         result = export_model(
@@ -65,7 +56,7 @@ def export(
             quantize=quantize,
             data=data,
             sparsity=sparsity,
-            force=force,
+            force=out.force,
             unsafe=unsafe,
             require_sparse=require_sparse,
             pruned_at=pruned_at,

@@ -11,10 +11,6 @@ from rich.markup import escape
 
 from sparseprune.choices import OutputFormat
 from sparseprune.cli.common import (
-    ForceOption,
-    FormatOption,
-    JsonFileOption,
-    JsonOption,
     ThresholdOption,
     end_on_failures,
     exit_codes,
@@ -22,7 +18,7 @@ from sparseprune.cli.common import (
     last_error,
     stderr,
 )
-from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.cli.output import Output, OutputOptions, Renderer, emit, output_options
 from sparseprune.extras import require
 from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.inspect.inspection import ModelReport, inspect_model
@@ -64,6 +60,7 @@ def _markdown(inspection: Inspection) -> str:
 RENDERER = Renderer(_table, csv=_csv, markdown=_markdown)
 
 
+@output_options
 def inspect(
     models: Annotated[
         list[str], typer.Argument(help="Model files (.keras, .h5, .weights.h5); - reads stdin.")
@@ -75,9 +72,6 @@ def inspect(
     layers: Annotated[
         str | None, typer.Option(help="Only layers whose name matches this regex (re.search).")
     ] = None,
-    output_format: FormatOption = OutputFormat.TABLE,
-    as_json: JsonOption = False,
-    json_file: JsonFileOption = None,
     min_sparsity: Annotated[
         float | None,
         typer.Option(min=0.0, max=1.0, help="Exit 1 if the prunable near-zero fraction is below."),
@@ -89,7 +83,8 @@ def inspect(
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of |w| distributions and sparsity.")
     ] = None,
-    force: ForceOption = False,
+    *,
+    out: OutputOptions,
 ) -> None:
     """Report per-layer near-zero weights of saved Keras models (no TensorFlow import)."""
     inputs = [m for m in models if m != STDIN]
@@ -98,9 +93,9 @@ def inspect(
         if plots:
             require("plot", "--plot")
         others = [("plot", target) for target in plots]
-        output = Output.of(output_format, as_json, json_file, force, inputs, others)
+        output = Output.of(out, inputs, others)
         for target in plots:
-            check_output_path(target, force, inputs)
+            check_output_path(target, out.force, inputs)
     inspection = Inspection([])
     for model in models:
         try:
@@ -122,7 +117,7 @@ def inspect(
         with exit_codes():
             emit(inspection, RENDERER, output)
     if plots:
-        _plots(inspection.reports, plots, force, inputs)
+        _plots(inspection.reports, plots, out.force, inputs)
     if inspection.errors:
         raise typer.Exit(2)
     end_on_failures([failure for report in inspection.reports for failure in report.failures])

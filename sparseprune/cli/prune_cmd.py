@@ -11,26 +11,9 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.choices import (
-    BlockPooling,
-    OutputFormat,
-    Schedule,
-    Scope,
-    Strategy,
-    Structure,
-    TrainMethod,
-)
-from sparseprune.cli.common import (
-    ForceOption,
-    FormatOption,
-    JsonFileOption,
-    JsonOption,
-    UnsafeOption,
-    VerifyOption,
-    end_on_failures,
-    exit_codes,
-)
-from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.choices import BlockPooling, Schedule, Scope, Strategy, Structure, TrainMethod
+from sparseprune.cli.common import UnsafeOption, VerifyOption, end_on_failures, exit_codes
+from sparseprune.cli.output import Output, OutputOptions, Renderer, emit, output_options
 from sparseprune.cli.prune_run import (
     copy_to_stdout,
     output_target,
@@ -44,6 +27,7 @@ from sparseprune.render import prune_output
 from sparseprune.streams import STDOUT, input_path
 
 
+@output_options
 def prune(
     model: Annotated[
         str, typer.Argument(help="Model file (.keras, .h5, .weights.h5); - for stdin.")
@@ -94,10 +78,6 @@ def prune(
     keep_optimizer: Annotated[
         bool, typer.Option("--keep-optimizer", help="Keep optimizer state as it was.")
     ] = False,
-    force: ForceOption = False,
-    output_format: FormatOption = OutputFormat.TABLE,
-    as_json: JsonOption = False,
-    json_file: JsonFileOption = None,
     verify: VerifyOption = False,
     data: Annotated[
         Path | None, typer.Option(help="Training data (x, y, x_val, y_val) and --verify inputs.")
@@ -152,6 +132,8 @@ def prune(
         Path | None,
         typer.Option(help="Python file registering custom layers (runs code; needs --unsafe)."),
     ] = None,
+    *,
+    out: OutputOptions,
 ) -> None:
     """Zero the smallest weights of a saved model and write a smaller file (no TensorFlow)."""
     with exit_codes():
@@ -200,12 +182,12 @@ def prune(
             output_target(path, label, output) as (destination, out_label),
         ):
             others = (("model output", destination),)
-            report = Output.of(output_format, as_json, json_file, force, (path,), others)
+            report = Output.of(out, (path,), others)
             result = prune_with_progress(
                 path,
                 destination,
                 spec,
-                force=force or to_stdout,
+                force=out.force or to_stdout,
                 label=label,
                 out_label=out_label,
                 method=method,
@@ -222,4 +204,3 @@ def prune(
 
 
 RENDERER = Renderer(prune_output.print_result, prune_output.rows)
-

@@ -14,7 +14,7 @@ from typing import Any
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 
-from sparseprune.cli.common import stderr
+from sparseprune.cli.common import split_names, stderr
 from sparseprune.errors import InputError
 from sparseprune.numeric.schedule import TrainSpec
 from sparseprune.prune import PruneResult, default_output, output_suffix, prune_model
@@ -77,10 +77,8 @@ def copy_to_stdout(written: Path) -> None:
 
 
 def split_metrics(metrics: str | None) -> tuple[str, ...] | None:
-    """--metrics 'accuracy, auc' -> ('accuracy', 'auc'); None keeps the file's own."""
-    if not metrics:
-        return None
-    return tuple(m.strip() for m in metrics.split(",") if m.strip())
+    """--metrics 'accuracy, auc' -> ('accuracy', 'auc'); None or '' keeps the file's own."""
+    return tuple(split_names(metrics) or ()) or None
 
 
 def train_spec(epochs: int | None, data: Path | None, **options: Any) -> TrainSpec | None:

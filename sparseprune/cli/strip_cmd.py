@@ -7,16 +7,8 @@ from typing import Annotated
 
 import typer
 
-from sparseprune.choices import OutputFormat
-from sparseprune.cli.common import (
-    ForceOption,
-    FormatOption,
-    JsonFileOption,
-    JsonOption,
-    end_on_failures,
-    exit_codes,
-)
-from sparseprune.cli.output import Output, Renderer, emit
+from sparseprune.cli.common import end_on_failures, exit_codes
+from sparseprune.cli.output import Output, OutputOptions, Renderer, emit, output_options
 from sparseprune.errors import InputError
 from sparseprune.render import strip_output
 from sparseprune.streams import STDOUT, input_path
@@ -25,6 +17,7 @@ from sparseprune.strip.stripping import strip_model
 RENDERER = Renderer(strip_output.print_result, strip_output.rows)
 
 
+@output_options
 def strip(
     model: Annotated[
         str,
@@ -33,17 +26,15 @@ def strip(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Output file, in the same format as MODEL.")
     ],
-    force: ForceOption = False,
-    output_format: FormatOption = OutputFormat.TABLE,
-    as_json: JsonOption = False,
-    json_file: JsonFileOption = None,
+    *,
+    out: OutputOptions,
 ) -> None:
     """Remove TFMOT pruning wrappers: masks folded into weights, loadable without TFMOT."""
     with exit_codes():
         if str(output) == STDOUT:
             raise InputError("strip writes a model file; give -o a .keras or .h5 path.")
-        report = Output.of(output_format, as_json, json_file, force, inputs=(model, output))
+        report = Output.of(out, inputs=(model, output))
         with input_path(model) as (path, label):
-            result = strip_model(path, output, force=force, label=label)
+            result = strip_model(path, output, force=out.force, label=label)
         emit(result, RENDERER, report)
     end_on_failures(result.failures)
