@@ -134,6 +134,28 @@ for name, build in [("einsum", einsum_model), ("misc", misc_model), ("deconv", d
         bad = CliRunner().invoke(app, ["export", source, "-o", target, "--force",
                                        "--pruned-at", "0"])
         out["misc_bad"] = {"code": bad.exit_code, "output": bad.output}
+
+# dynamic-range int8 with 1x16 blocks: XNNPACK computes it wrong, so the product must not use it
+import tensorflow as tf
+from sparseprune.export.litert import hybrid_sparse_layers
+from sparseprune.formats.tflite import read_tflite
+from sparseprune.keras_ops.interpreters import make_interpreter
+kernel = (rng.standard_normal((256, 64)) / 16).astype("float32")
+kernel = kernel * np.repeat(rng.random((16, 64)) < 0.1, 16, axis=0)
+hybrid = keras.Sequential([keras.Input((256,)), L.Dense(64, name="hyb")])
+hybrid.layers[0].set_weights([kernel, np.zeros(64, "float32")])
+converter = tf.lite.TFLiteConverter.from_keras_model(hybrid)
+converter.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+content = bytes(converter.convert())
+interpreter = make_interpreter(content=content)
+x = rng.normal(size=(1, 256)).astype("float32")
+interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+interpreter.invoke()
+y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+expected = x @ kernel
+out["hybrid"] = {"runtime": interpreter.sparseprune_runtime, "ops": graph_ops(content),
+                 "diff": float(np.abs(y - expected).max()), "scale": float(np.abs(expected).max()),
+                 "found": hybrid_sparse_layers(read_tflite(content))}
 open(f"{folder}/result.json", "w").write(json.dumps(out))
 """
 
@@ -226,3 +248,14 @@ def test_pruned_at_sets_which_kernels_require_sparse_checks(runs: dict) -> None:
         runs["misc_bad"]["code"] == 2
         and "--pruned-at must be in (0, 1]" in (runs["misc_bad"]["output"])
     )
+
+
+def test_dynamic_range_int8_block_sparse_runs_on_builtin_kernels(runs: dict) -> None:
+    """XNNPACK gets float-activation FULLY_CONNECTED with 1x16 block-sparse int8 weights wrong
+    (max |diff| ~4 on a 1024-wide layer), so make_interpreter puts the builtin kernels first."""
+    hybrid = runs["hybrid"]
+    (fc,) = [op for op in hybrid["ops"] if op["op"] == "FULLY_CONNECTED"]
+    assert fc["inputs"][1]["block_map"] and not fc["inputs"][1]["densify"]
+    assert hybrid["found"] == [fc["inputs"][1]["tensor"]]
+    assert hybrid["runtime"] == "ai_edge_litert (builtin kernels, no XNNPACK)"
+    assert hybrid["diff"] < 0.03 * hybrid["scale"]  # int8 weight rounding only

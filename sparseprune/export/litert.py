@@ -188,6 +188,23 @@ def require_sparse_failures(rows: list[LayerRun]) -> list[str]:
     ]
 
 
+def hybrid_sparse_layers(model: TfliteModel) -> list[str]:
+    """Weights of FULLY_CONNECTED ops that take float activations and block-sparse int8 weights
+    (dynamic-range quantization with sparsity). XNNPACK computes these wrong (measured with
+    ai_edge_litert 2.3 and tf.lite 2.21: max |diff| ~4 on a 1024-wide layer whose correct output
+    is ~1), so they must run on the builtin kernels, which are right (and run them sparse)."""
+    names = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            if op.opcode != "FULLY_CONNECTED" or len(op.inputs) < 2 or min(op.inputs[:2]) < 0:
+                continue
+            activation, weight = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+            blocked = weight.sparsity is not None and bool(weight.sparsity.block_map)
+            if blocked and weight.dtype == "int8" and activation.dtype == "float32":
+                names.append(weight.name)
+    return names
+
+
 def _weight_source(graph: Subgraph, index: int) -> tuple[int, bool]:
     """The stored weight tensor behind an op input, and whether a DENSIFY op expands it."""
     densified = False

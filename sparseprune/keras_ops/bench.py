@@ -20,6 +20,7 @@ import numpy as np
 from sparseprune.errors import InputError
 from sparseprune.formats import open_model
 from sparseprune.keras_ops.inputs import synthetic_inputs
+from sparseprune.keras_ops.interpreters import interpreter_runtime, make_interpreter
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.tflite_probe import probe_tflite
 from sparseprune.layers.slots import mac_count
@@ -228,63 +229,6 @@ class _TfliteRunner(_Runner):
         return [
             self.interpreter.get_tensor(d["index"]) for d in self.interpreter.get_output_details()
         ]
-
-
-def make_interpreter(
-    path: str | None = None, content: bytes | None = None, threads: int = 1
-) -> Any:
-    """A LiteRT interpreter with a pinned thread count: `ai_edge_litert` (the maintained
-    package) when installed, else `tf.lite.Interpreter` (deprecated; same kernels). A model the
-    first runtime cannot prepare (ai_edge_litert's XNNPACK refuses some sparse int8 graphs) is
-    retried with the next; `interpreter.sparseprune_runtime` names the one that loaded it."""
-    import warnings
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    errors = []
-    for name, factory in interpreter_runtimes():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                interpreter = factory(model_path=path, model_content=content, num_threads=threads)
-                interpreter.allocate_tensors()
-            except (ValueError, RuntimeError) as error:
-                errors.append(f"{name}: {error}")
-                continue
-        interpreter.sparseprune_runtime = name
-        return interpreter
-    raise InputError(f"TFLite could not load {path or 'the model'}: {'; '.join(errors)}")
-
-
-def interpreter_runtimes() -> list[tuple[str, Any]]:
-    """(name, Interpreter factory) of the LiteRT runtimes to try, preferred first."""
-    runtimes: list[tuple[str, Any]] = []
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        Interpreter = OpResolverType = None
-    if Interpreter is not None:
-        runtimes.append(("ai_edge_litert.interpreter.Interpreter", Interpreter))
-    try:
-        import tensorflow as tf
-
-        runtimes.append(("tf.lite.Interpreter", tf.lite.Interpreter))
-    except ImportError:
-        pass
-    if Interpreter is not None:
-        plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-
-        def without_delegates(**kwargs: Any) -> Any:
-            return Interpreter(**kwargs, experimental_op_resolver_type=plain)
-
-        runtimes.append(("ai_edge_litert (builtin kernels, no XNNPACK)", without_delegates))
-    if not runtimes:
-        raise InputError("running a .tflite needs ai-edge-litert or tensorflow installed.")
-    return runtimes
-
-
-def interpreter_runtime() -> tuple[str, Any]:
-    """(name, Interpreter class) of the preferred LiteRT runtime of this process."""
-    return interpreter_runtimes()[0]
 
 
 def _random(rng: np.random.Generator, shape: list[Any], dtype: str) -> np.ndarray:

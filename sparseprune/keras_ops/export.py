@@ -30,7 +30,8 @@ from sparseprune.export.litert import (
 from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.formats.npz import read_npz
 from sparseprune.formats.tflite import read_tflite
-from sparseprune.keras_ops.bench import is_tflite, make_interpreter
+from sparseprune.keras_ops.bench import is_tflite
+from sparseprune.keras_ops.interpreters import make_interpreter
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
 from sparseprune.keras_ops.verify import as_array
 from sparseprune.schema import JsonResult

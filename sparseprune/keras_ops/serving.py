@@ -26,12 +26,11 @@ from sparseprune.keras_ops.bench import (
     BenchSpec,
     _KerasRunner,
     _preflight,
-    interpreter_runtime,
     latency_stats,
-    make_interpreter,
     pin_threads,
 )
 from sparseprune.keras_ops.export import convert
+from sparseprune.keras_ops.interpreters import interpreter_runtime, make_interpreter
 from sparseprune.keras_ops.loading import load_keras_model
 from sparseprune.keras_ops.verify import as_array
 from sparseprune.schema import JsonResult

@@ -53,7 +53,7 @@ def run_once() -> None:
     import numpy as np
 
     from sparseprune.errors import describe
-    from sparseprune.keras_ops.bench import make_interpreter
+    from sparseprune.keras_ops.interpreters import make_interpreter
 
     try:
         interpreter = make_interpreter(path=sys.argv[1])
