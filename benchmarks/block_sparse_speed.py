@@ -10,7 +10,7 @@ over rounds of the ratio measured within a round (ratios: robust on a shared CPU
   The dense baseline the goals use is what a user serving the dense model gets by default:
   `ai_edge_litert`'s Interpreter, which applies XNNPACK. The same dense model on LiteRT's builtin
   kernels (no XNNPACK, `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`) is timed beside it and
-  its ratio printed separately, labelled: it is slower at batch 32 (2-5x) and somewhat at batch 1,
+  its ratio printed separately, labelled: it is slower at batch 32 (3-5x) and somewhat at batch 1,
   so a ratio against it looks better than what a user would see. The sparse model runs LiteRT's
   builtin sparse FULLY_CONNECTED kernel in both runtimes (XNNPACK declines block-sparse weights);
 - the dense (unpruned) Keras model through a compiled call (a concrete tf.function) vs LiteRT
