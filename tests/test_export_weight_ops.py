@@ -259,3 +259,22 @@ def test_dynamic_range_int8_block_sparse_runs_on_builtin_kernels(runs: dict) -> 
     assert hybrid["found"] == [fc["inputs"][1]["tensor"]]
     assert hybrid["runtime"] == "ai_edge_litert (builtin kernels, no XNNPACK)"
     assert hybrid["diff"] < 0.03 * hybrid["scale"]  # int8 weight rounding only
+
+
+def test_a_gather_from_a_constant_that_is_no_kernel_is_not_reported() -> None:
+    """Graphs gather from shape tables too; only a GATHER whose table is a Keras kernel is a
+    weight row. A FULLY_CONNECTED weight with no matching kernel is still listed (layer None)."""
+    from sparseprune.export.litert import layer_runs
+    from sparseprune.formats.tflite import Operator, Subgraph, Tensor, TfliteModel
+
+    tensors = tuple(
+        Tensor(i, name, shape, dtype, i, None)
+        for i, (name, shape, dtype) in enumerate([
+            ("x", (1, 4), "float32"), ("table", (4,), "int32"), ("idx", (1,), "int32"),
+            ("picked", (1,), "int32"), ("w", (3, 4), "float32"), ("y", (1, 3), "float32"),
+        ])
+    )  # fmt: skip
+    ops = (Operator("GATHER", (1, 2), (3,)), Operator("FULLY_CONNECTED", (0, 4), (5,)))
+    graph = Subgraph(tensors, ops, inputs=(0, 2), outputs=(3, 5))
+    (row,) = layer_runs(TfliteModel(3, (graph,), (0,) * 6), [])
+    assert (row.op, row.tensor, row.layer, row.runs) == ("FULLY_CONNECTED", "w", None, "dense")

@@ -172,6 +172,8 @@ def layer_runs(
             continue  # an activation operand: attention's matmuls, a gather of computed values
         tensor = graph.tensors[weight]
         kernel = _match(tensor.name, tensor.shape, spec.kind, unused)
+        if kernel is None and spec.kind == "embedding":
+            continue  # a GATHER from some other constant (shape tables), not a weight
         if kernel is not None:
             unused.remove(kernel)
         rows.append(_row(op.opcode, spec.kind, tensor, densified, kernel, sparsity, pruned_at))
