@@ -34,6 +34,16 @@ class PruningSchedule:
         should, sparsity = self(step)
         return bool(ops.convert_to_numpy(should)), float(ops.convert_to_numpy(sparsity))
 
+    def update_at(self, step: int) -> float | None:
+        """The sparsity to prune to at a concrete step, None when masks keep (eager backends:
+        most steps are not update steps, so the built-in schedules skip the sparsity)."""
+        if not self._updates_at(step):
+            return None
+        return self.at(step)[1]
+
+    def _updates_at(self, step: int) -> bool:
+        return self.at(step)[0]
+
     @staticmethod
     def _in_step(step: int, begin: int, end: int, frequency: int) -> bool:
         return step >= begin and (step <= end or end < 0) and (step - begin) % frequency == 0
@@ -86,8 +96,10 @@ class ConstantSparsity(PruningSchedule):
         return should, ops.convert_to_tensor(self.target_sparsity, "float32")
 
     def at(self, step: int) -> tuple[bool, float]:
-        should = self._in_step(step, self.begin_step, self.end_step, self.frequency)
-        return should, self.target_sparsity
+        return self._updates_at(step), self.target_sparsity
+
+    def _updates_at(self, step: int) -> bool:
+        return self._in_step(step, self.begin_step, self.end_step, self.frequency)
 
     def final_sparsity(self) -> float:
         return self.target_sparsity
@@ -133,8 +145,10 @@ class PolynomialDecay(PruningSchedule):
         return self.final_sparsity_ + (self.initial_sparsity - self.final_sparsity_) * scale
 
     def at(self, step: int) -> tuple[bool, float]:
-        should = self._in_step(step, self.begin_step, self.end_step, self.frequency)
-        return should, self._sparsity_value(step)
+        return self._updates_at(step), self._sparsity_value(step)
+
+    def _updates_at(self, step: int) -> bool:
+        return self._in_step(step, self.begin_step, self.end_step, self.frequency)
 
     def _sparsity_value(self, step: int) -> float:
         """The same float32 arithmetic as `_sparsity`, in numpy."""
@@ -181,6 +195,9 @@ class PolynomialDecayToEnd(PolynomialDecay):
     def at(self, step: int) -> tuple[bool, float]:
         should, sparsity = super().at(step)
         return should or step == self.end_step, self.final_sparsity_ if self.constant else sparsity
+
+    def _updates_at(self, step: int) -> bool:
+        return super()._updates_at(step) or step == self.end_step
 
     def get_config(self) -> dict:
         return {**super().get_config(), "constant": self.constant}

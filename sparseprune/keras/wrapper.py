@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+from keras.src.backend.common.masking import get_keras_mask
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 from sparseprune.keras import masking
@@ -31,6 +32,26 @@ from sparseprune.keras.schedules import (
     serialize,
 )
 from sparseprune.numeric.masks import prune_count
+
+# Layers whose call is all their __call__ would run once inputs are converted (see
+# PruneLowMagnitude._calls_directly); RNNs, Embedding (masks) and custom layers keep __call__.
+DIRECT_CALL_CLASSES = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "Dense",
+        "EinsumDense",
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "Conv1DTranspose",
+        "Conv2DTranspose",
+        "Conv3DTranspose",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+    )
+)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -75,6 +96,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "a kernel (Dense, Conv, Embedding, RNN, ...) or implement PrunableLayer."
             )
         self.pairs: list[tuple[Any, Any, WeightRule]] = []
+        self._direct = False
 
     # ---------------------------------------------------------------- build
     def build(self, input_shape: Any = None) -> None:
@@ -103,6 +125,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             trainable=False,
             aggregation="only_first_replica",
         )
+        self._direct = self._calls_directly()
         self.built = True
 
     def _chosen_rules(self) -> list[tuple[Any, WeightRule]]:
@@ -145,14 +168,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def _masked_call(self, inputs: Any, **kwargs: Any) -> Any:
         """Call the wrapped layer seeing `w * mask` for each pruned `w`."""
-        masked = {
-            id(w): ops.multiply(w.value, ops.cast(m.value, w.dtype)) for w, m, _ in self.pairs
-        }
+        masked = {id(w): _masked_value(w, m) for w, m, _ in self.pairs}
         outer = in_stateless_scope()
         variables = self.layer.variables
         mapping = [(v, masked.get(id(v), v.value)) for v in variables if outer or id(v) in masked]
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = self.layer(inputs, **kwargs)
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            if self._direct and get_keras_mask(inputs) is None:
+                outputs = self.layer.call(inputs, **self._direct_kwargs(kwargs))
+            else:
+                outputs = self.layer(inputs, **kwargs)
         given = {id(k): value for k, value in mapping}
         for v in variables:  # carry the wrapped layer's own updates (e.g. statistics) out
             value = scope.get_current_value(v)
@@ -162,12 +186,35 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.add_loss(loss)
         return outputs
 
+    def _direct_kwargs(self, kwargs: dict) -> dict:
+        if self.layer._call_has_training_arg:
+            return kwargs
+        return {k: v for k, v in kwargs.items() if k != "training"}
+
+    def _calls_directly(self) -> bool:
+        """Whether `call` may run the wrapped layer's `call` without its `__call__` (as TFMOT's
+        wrapper always does). Only on PyTorch, which pays Keras' `__call__` (~80 us) per layer
+        and step (TF and JAX trace it once), and only for built-in kernels whose `__call__`
+        would add nothing to what this wrapper's own `__call__` already did: the same dtype
+        policy, no activity regularizer, no Keras mask argument, no torch hooks."""
+        layer = self.layer
+        return (
+            keras.backend.backend() == "torch"
+            and type(layer) in DIRECT_CALL_CLASSES
+            and layer.built
+            and layer.dtype_policy.name == self.dtype_policy.name
+            and layer.autocast == self.autocast
+            and getattr(layer, "activity_regularizer", None) is None
+            and not layer._call_has_mask_arg
+            and not (layer._forward_hooks or layer._forward_pre_hooks)
+        )
+
     # ---------------------------------------------------------------- masks
     def _update_masks(self) -> None:
-        step = self.pruning_step.value
-        if keras.backend.backend() == "torch":  # eager: decide in Python, no per-step tiny ops
-            self._update_masks_eagerly(int(keras.ops.convert_to_numpy(step)))
+        if keras.backend.backend() == "torch" and not in_stateless_scope():
+            self._update_masks_eagerly()
             return
+        step = self.pruning_step.value
         for weight, mask, rule in self.pairs:
             if rule.method == "fixed":
                 continue
@@ -180,15 +227,23 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             _assign_if(should, mask, new_mask)
         self.pruning_step.assign(step + 1)
 
-    def _update_masks_eagerly(self, step: int) -> None:
+    def _update_masks_eagerly(self) -> None:
+        """PyTorch runs the step eagerly: decide in Python and touch tensors only on update
+        steps. The step counter is read and advanced in place on the torch tensor: through
+        Keras' assign it cost more than the masking itself on small layers."""
+        import torch
+
+        counter = self.pruning_step.value
+        step = int(counter.item())
         for weight, mask, rule in self.pairs:
             if rule.method == "fixed":
                 continue
             assert rule.schedule is not None  # _chosen_rules gives every rule a schedule
-            should, sparsity = rule.schedule.at(step)
-            if should:
+            sparsity = rule.schedule.update_at(step)
+            if sparsity is not None:
                 mask.assign(ops.cast(self._compute_mask(weight, mask, rule, sparsity), mask.dtype))
-        self.pruning_step.assign(step + 1)
+        with torch.no_grad():
+            counter.add_(1)
 
     def _compute_mask(self, weight: Any, mask: Any, rule: WeightRule, sparsity: Any) -> Any:
         values = ops.multiply(weight.value, ops.cast(mask.value, weight.dtype))
@@ -217,6 +272,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def _pool_share(self, weight: Any, rule: WeightRule, sparsity: Any) -> Any:
         """Compute the whole pool's selection (identical in every member) and keep ours."""
+        assert rule.pool is not None  # WeightRule requires a pool name for global methods
         scores, caps, mine = [], [], 0
         for wrapper, name, cap in pool(rule.pool).live_members():
             w, m, member_rule = wrapper.pair(name)
@@ -258,6 +314,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             }
         )
         return config
+
+
+def _masked_value(weight: Any, mask: Any) -> Any:
+    """`w * mask` in the weight's dtype (one torch multiply on PyTorch, where every keras.ops
+    call is a Python dispatch paid per layer and step)."""
+    value, keep = weight.value, mask.value
+    if keras.backend.backend() == "torch":
+        return value * (keep if keep.dtype == value.dtype else keep.to(value.dtype))
+    return ops.multiply(value, ops.cast(keep, weight.dtype))
 
 
 def _two_ints(value: Sequence[int], name: str) -> tuple[int, int]:
