@@ -15,11 +15,17 @@ from sparseprune.errors import InputError
 # extra -> modules it provides that the gate checks (the extra installs more, e.g. ai-edge-litert).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "tensorflow": ("tensorflow", "keras"),
+    "keras": ("keras",),  # sparseprune.keras: Keras 3 on any backend (JAX, PyTorch need no TF)
     "tfmot": ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization"),
     "plot": ("matplotlib",),
 }
 # Which pip extra installs the modules of each gate ("tfmot" comes with the tensorflow extra).
-PIP_EXTRA = {"tensorflow": "tensorflow", "tfmot": "tensorflow", "plot": "plot"}
+PIP_EXTRA = {
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",
+    "tfmot": "tensorflow",
+    "plot": "plot",
+}
 
 
 class MissingExtra(InputError):

@@ -92,3 +92,38 @@ def test_light_commands_run_without_the_extras(tmp_path: Path) -> None:
     )
     assert shrunk.returncode == 0, shrunk.stderr
     assert (tmp_path / "s.keras").stat().st_size < (SAMPLES / "l1_mlp.keras").stat().st_size
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_sparseprune_keras_without_keras_names_the_extra() -> None:
+    result = run_python(
+        "import sys\n"
+        "sys.modules['keras'] = None\n"
+        "try:\n"
+        "    import sparseprune.keras\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "MissingExtra sparseprune.keras needs the [tensorflow] extra ('keras' is not installed): "
+        + TF_HINT
+    )
+
+
+def test_sparseprune_keras_gate_needs_no_tensorflow() -> None:
+    """JAX and PyTorch users have Keras without TensorFlow: the gate passes and installs no TF
+    import hook (the gate file runs alone, so Keras itself is not imported)."""
+    gate = Path(__file__).resolve().parent.parent / "sparseprune" / "keras" / "_gate.py"
+    result = run_python(
+        "import runpy, sys\n"
+        "sys.modules['tensorflow'] = None\n"
+        f"runpy.run_path({str(gate)!r})\n"
+        "print([type(f).__name__ for f in sys.meta_path if 'Quiet' in type(f).__name__],"
+        " 'keras' in sys.modules)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[] False"

@@ -34,3 +34,15 @@ def test_keras_commands_keep_tensorflow_logs_off_stderr() -> None:
     shown = evaluate("--debug")
     assert shown.returncode == 0, shown.stderr
     assert any(marker in shown.stderr for marker in NOISE), shown.stderr
+
+
+@pytest.mark.tensorflow
+def test_importing_sparseprune_keras_keeps_tensorflow_logs_off_stderr() -> None:
+    """The library imports TensorFlow (KERAS_BACKEND=tensorflow) through the same quiet import
+    as the CLI, when it is imported before Keras."""
+    code = "import sparseprune.keras, tensorflow; print(sparseprune.keras.__name__)"
+    env = {**ENV, "KERAS_BACKEND": "tensorflow"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "sparseprune.keras"
+    assert not any(marker in result.stderr for marker in NOISE), result.stderr

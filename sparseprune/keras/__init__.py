@@ -7,6 +7,8 @@ Porting from TFMOT is changing the import::
 Imports Keras (the heavy side); nothing on the file-only side imports this package.
 """
 
+# The gate (sorted first) must run before anything imports Keras.
+from sparseprune.keras import _gate  # noqa: F401
 from sparseprune.keras.api import (
     PruningPolicy,
     apply_masks,

@@ -14,6 +14,7 @@ from typing import Any
 from sparseprune.keras.schedules import PruningSchedule, deserialize, serialize
 
 METHODS = ("magnitude", "units", "fixed", "threshold", "global", "global_units")
+GLOBAL_METHODS = ("global", "global_units")
 
 # Keras 3 class -> attribute paths of the variables TFMOT prunes by default.
 PRUNABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -86,6 +87,13 @@ class WeightRule:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"rule method must be one of {', '.join(METHODS)}, got {self.method}")
+        if self.method in GLOBAL_METHODS and not self.pool:
+            # No default pool: one shared by every nameless rule would rank the weights of
+            # unrelated models together (prune_low_magnitude names one pool per call).
+            raise ValueError(
+                f"a {self.method!r} rule needs pool=NAME, shared by the rules ranked together "
+                "(or use prune_low_magnitude(..., pruning_scope='global'))."
+            )
 
     def to_config(self) -> dict:
         config = asdict(self)
@@ -114,7 +122,7 @@ class GlobalPool:
     the same name (the model was loaded again) starts a new member list.
     """
 
-    def __init__(self, name: str | None) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self.members: list[tuple[weakref.ref, str, float | None]] = []
 
@@ -131,8 +139,8 @@ class GlobalPool:
         return [(ref(), r, c) for ref, r, c in self.members if ref() is not None]
 
 
-POOLS: dict[str | None, GlobalPool] = {}
+POOLS: dict[str, GlobalPool] = {}
 
 
-def pool(name: str | None) -> GlobalPool:  # None: the pool of global rules given no name
+def pool(name: str) -> GlobalPool:
     return POOLS.setdefault(name, GlobalPool(name))
