@@ -20,14 +20,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = ROOT / "tests" / "fixtures" / "keras_api_check.py"
 BACKENDS = ("tensorflow", "jax", "torch")
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-LOAD_WITHOUT_SPARSEPRUNE = """
-import sys
-sys.modules["sparseprune"] = None  # any import of it fails
-import keras, numpy as np
-model = keras.models.load_model(sys.argv[1])
-print(sorted({type(layer).__name__ for layer in model.layers}))
-"""
+# The three backends run side by side on a shared machine: one thread each (PyTorch's default
+# two intra-op threads spin against each other under load, 6x slower here).
+ENV = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "CUDA_VISIBLE_DEVICES": "",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def readme_example(tmp_path: Path) -> Path:
@@ -78,6 +78,12 @@ def test_keep_k_ties_and_masked_forward(facts: dict) -> None:
     assert facts["keep_k_exact"] and facts["forward_masked"]
 
 
+def test_wrapped_layers_keep_what_their_call_adds(facts: dict) -> None:
+    (loss,), expected = facts["activity_loss"]  # L2(0.5) of the output / batch, from numpy
+    assert abs(loss - expected) <= 1e-4 * max(1.0, expected)
+    assert facts["embedding_mask_passed"]  # masked steps skipped by the LSTM
+
+
 def test_schedule_steps_frequency_begin_end(facts: dict) -> None:
     assert facts["schedule_zeros"] == facts["schedule_expected"]
     assert facts["schedule_zeros"][:2] == [0, 0]  # nothing before begin_step
@@ -95,6 +101,7 @@ def test_global_scope_with_cap_and_fixed_mask(facts: dict) -> None:
     assert facts["global_exact"]
     assert facts["global_head_zero_fraction"] <= 0.3
     assert facts["fixed_mask_kept"]
+    assert "rule needs pool=NAME" in facts["global_rule_without_pool"]
 
 
 def test_functional_subclassed_and_compiled_modes(facts: dict) -> None:
@@ -116,18 +123,9 @@ def test_checkpoint_resumes_with_the_same_masks(facts: dict) -> None:
 
 
 def test_stripped_file_loads_without_sparseprune(facts: dict) -> None:
-    path = Path(facts["scratch"]) / f"stripped-{facts['backend']}.keras"
-    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_SPARSEPRUNE, str(path)],
-        env={**env, "KERAS_BACKEND": facts["backend"]},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "['Dense']"
+    (loaded,) = facts["loaded_without_sparseprune"]  # the check started it, cwd /, no PYTHONPATH
+    assert loaded["returncode"] == 0, loaded["stderr"]
+    assert loaded["stdout"].strip() == "['Dense']"
 
 
 def test_custom_loops_keep_pruned_weights_at_zero(facts: dict) -> None:
