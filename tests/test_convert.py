@@ -61,13 +61,32 @@ def built(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> P
     return out
 
 
+# The session fixtures' older tf_keras layouts: Keras 2.0-era weight paths, `weight_names`
+# split over attributes, tf_keras 2.13's `_layer_checkpoint_dependencies` archive (which the
+# installed tf_keras no longer loads itself, so its converted `.h5` is compared with the file
+# it was rewritten from).
+OLDER = {
+    "old_naming.h5": "old_naming.h5",
+    "split_names.h5": "split_names.h5",
+    "lcd.keras": "tk_seq.keras",
+    "tk_func.h5": "tk_func.h5",
+    "tk_func.keras": "tk_func.keras",
+}
+
+
 @pytest.fixture(scope="module")
-def runs(built: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def runs(built: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every conversion (and one pruning conversion) through the CLI, then every output loaded
     in one subprocess next to its source."""
     out = tmp_path_factory.mktemp("converted")
     records: dict = {}
     manifest: list[dict] = []
+    for name, reference in OLDER.items():
+        target = out / f"older_{name}{_other(Path(name).suffix)}"
+        records[f"older:{name}"] = _invoke("prune", str(fixture_dir / name), "-o", str(target),
+                                           "--target", "0")  # fmt: skip
+        manifest.append({"path": str(target), "reference": str(fixture_dir / reference),
+                         "library": "tf_keras", "key": f"older:{name}"})  # fmt: skip
     for stem in (*TF_KERAS, *KERAS3):
         library = "keras" if stem in KERAS3 else "tf_keras"
         for suffix in (".keras", ".h5"):
@@ -210,6 +229,13 @@ def test_stripped_tfmot_file_converts(runs: dict) -> None:
     for step in ("strip", "stripped"):
         assert runs["records"][step][0] == 0, runs["records"][step][2]
     _assert_exact(runs["loaded"][str(runs["out"] / "tfmot_stripped.keras")])
+
+
+@pytest.mark.parametrize("name", list(OLDER))
+def test_older_tf_keras_layouts_convert(runs: dict, name: str) -> None:
+    code, data, output = runs["records"][f"older:{name}"]
+    assert code == 0 and data["checks"]["passed"], output
+    _assert_exact(runs["loaded"][f"older:{name}"])
 
 
 def test_files_from_other_keras_versions_refused(built: Path, tmp_path: Path) -> None:
