@@ -9,7 +9,7 @@ The test split has 360 images (one image = 0.28 points), so one seed's gap is mo
 `--seeds 0,1,2,3,4` fine-tunes each pattern once per seed (the seed sets the initial shuffle and
 the trainer's randomness) and judges the goal on the mean gap over seeds, printing its spread.
 `--pooling max` and `--end-fraction` (the share of the steps over which sparsity ramps up) are
-the knobs tried on the TFMOT gap.
+knobs for the TFMOT gap; measured over seeds 0-4, max pooling widened it (2.1 vs 0.6 points).
 
     python benchmarks/block_accuracy.py [--epochs 40] [--methods mask,tfmot] [--seeds 0]
         [--pooling avg|max] [--end-fraction F] [--json]
