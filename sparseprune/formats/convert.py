@@ -55,7 +55,6 @@ MODEL_MODULES = {
     ("2", "Sequential"): ("keras", None),
     ("2", "Functional"): ("tf_keras.src.engine.functional", "Functional"),
 }
-ARCHIVE_ONLY_KEYS = ("module", "registered_name", "build_config")  # `.h5` layer entries lack
 WRITERS = ("2", "3")  # tf_keras (and Keras 2) and Keras 3
 FIXED_DATE = "1980-01-01@00:00:00"  # metadata.json is ignored by the loader; keep output stable
 _OWN_VARIABLE = re.compile(r"var(\d+)$")  # how both readers name a custom layer's variables
@@ -169,10 +168,11 @@ def write_h5(model: ModelFile, target: Path, values: Callable) -> None:
 
 
 def legacy_names(value: object) -> object:
-    """A `.keras` config as `.h5` files spell it: layer entries (the items of `layers` lists)
-    without the archive-only keys, a registered class named by its registered name
-    (`package>Class`, what the legacy loaders look up). Nested objects (initializers) are
-    spelled alike in both."""
+    """A `.keras` config with its layer entries (the items of `layers` lists) naming a
+    registered class as `.h5` configs do, by its registered name (`package>Class`): what the
+    legacy loaders look up. `module` and the other archive keys stay: with them Keras 3 also
+    finds classes it does not register (keras.applications' LayerScale), and tf_keras ignores
+    them."""
     if isinstance(value, list):
         return [legacy_names(item) for item in value]
     if not isinstance(value, dict):
@@ -187,7 +187,7 @@ def legacy_names(value: object) -> object:
 def _legacy_entry(entry: object) -> object:
     if not isinstance(entry, dict) or "class_name" not in entry:
         return legacy_names(entry)
-    out = {k: legacy_names(v) for k, v in entry.items() if k not in ARCHIVE_ONLY_KEYS}
+    out = {key: legacy_names(item) for key, item in entry.items()}
     registered = entry.get("registered_name")
     if isinstance(registered, str):
         out["class_name"] = registered
