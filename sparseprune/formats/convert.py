@@ -307,17 +307,6 @@ def _storage_paths(node: LayerTree, prefix: str = "") -> dict[str, str]:
     return paths
 
 
-def subpath(tensor: TensorInfo) -> str | None:
-    """'' for variables on the layer itself, 'cell' for RNN cells, None for other sub-objects
-    (shrink rewrites layers without sub-objects only)."""
-    row = LAYERS.get(tensor.layer_class or "")
-    if row is not None and set(row.parts) == {"cell"}:
-        return "cell"
-    if "/" in tensor.role:
-        return None
-    return ""
-
-
 def _ensure_groups(root: h5py.Group, path: str) -> h5py.Group:
     group = root
     for part in path.split("/"):
