@@ -16,7 +16,11 @@ training split and of it repeated 4 times, interleaved): whether Keras 3's slowe
 paid per step or per epoch decides what an "epoch no slower than TFMOT's" can mean.
 
     python benchmarks/keras_api_speed.py [--epochs 6] [--rounds 2] [--backend tensorflow]
-        [--threads N] [--json]
+        [--threads N] [--input numpy|tf.data] [--json]
+
+With numpy input, Keras 3 pays a fixed cost per epoch that tf_keras does not (its array adapter
+sets up the epoch's shuffled pipeline: ~40-150 ms wall on this machine, most of the absolute gap
+to TFMOT on 45-step epochs); `--input tf.data` gives both libraries one prebuilt pipeline.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ("mlp", "cnn")
 WHO = ("keras3", "ours", "tf_keras", "tfmot")
+INPUT_ENV = "KERAS_API_SPEED_INPUT"  # numpy arrays (default) or one tf.data pipeline
 SPE = 8  # steps_per_execution of the fused pruning fit (TF and JAX)
 LONG = 4  # the long epoch repeats the training split LONG times: per-step vs per-epoch cost
 
@@ -69,7 +74,13 @@ def epoch_times(model, x, y, epochs: int, callbacks: list) -> list[float]:
 
     k = sys.modules[type(model).__module__.split(".")[0]]
     timer = k.callbacks.LambdaCallback(on_epoch_begin=start, on_epoch_end=stop)
-    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[*callbacks, timer])
+    if os.environ.get(INPUT_ENV) == "tf.data":  # both libraries read the same pipeline
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(32)
+        model.fit(data.prefetch(2), epochs=epochs, verbose=0, callbacks=[*callbacks, timer])
+    else:
+        model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[*callbacks, timer])
     return times
 
 
@@ -130,11 +141,13 @@ def worker(library: str, epochs: int, rounds: int) -> dict:
     return out
 
 
-def run_worker(library: str, epochs: int, rounds: int, backend: str, threads: int) -> dict:
+def run_worker(library: str, epochs: int, rounds: int, backend: str, threads: int,
+               source: str) -> dict:  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     env["KERAS_BACKEND"] = backend if library == "keras" else "tensorflow"
     if library == "tfmot":
         env["TF_USE_LEGACY_KERAS"] = "1"
+    env[INPUT_ENV] = source
     if threads:
         env.update({"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads)})
     result = subprocess.run(
@@ -156,13 +169,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="intra-op threads (0: the libraries' default)"
     )
+    parser.add_argument(
+        "--input",
+        choices=("numpy", "tf.data"),
+        default="numpy",
+        help="what fit reads: numpy arrays (Keras 3 builds its pipeline each epoch) or a "
+        "tf.data pipeline made once",
+    )
     parser.add_argument("--worker", choices=("keras", "tfmot"))
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.epochs, args.rounds)))
         return 0
-    ours = run_worker("keras", args.epochs, args.rounds, args.backend, args.threads)
-    theirs = run_worker("tfmot", args.epochs, args.rounds, args.backend, args.threads)
+    settings = (args.epochs, args.rounds, args.backend, args.threads, args.input)
+    ours = run_worker("keras", *settings)
+    theirs = run_worker("tfmot", *settings)
     rows = []
     for name in MODELS:
         a, b = ours[name], theirs[name]
@@ -192,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     if args.json:
-        print(json.dumps({"backend": args.backend, "rows": rows}, indent=2))
+        print(json.dumps({"backend": args.backend, "input": args.input, "rows": rows}, indent=2))
         return 0
-    print(f"backend {args.backend}; median seconds per epoch (first epoch left out)")
+    print(f"backend {args.backend}, input {args.input}; median s/epoch (first epoch left out)")
     header = ("model", "Keras 3", "ours", "ratio", "tf_keras", "TFMOT", "ratio", "ours/TFMOT")
     print("{:<6} {:>9} {:>9} {:>6} {:>9} {:>9} {:>6} {:>10}".format(*header))
     for r in rows:
