@@ -285,7 +285,7 @@ def _dense_reason(kind, densified, kernel: Kernel | None, sparsity, shape) -> st
     if kind in STATIC_REASONS:
         return STATIC_REASONS[kind](densified)
     blocks = kernel.views.get(tuple(shape)) if kernel else None
-    if blocks is None:
+    if kernel is None or blocks is None:
         return "a DENSIFY op expands it before FULLY_CONNECTED" if densified else "stored dense"
     verdict = litert_verdict(kernel.zero_fraction, blocks)
     if densified:
