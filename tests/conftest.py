@@ -3,11 +3,14 @@
 `tests/fixtures/make_fixtures.py` builds small models with Keras 3 and tf_keras, saves them in every
 supported layout and records expected counts from `layer.get_weights()`. Running it in a subprocess
 keeps TensorFlow out of the test process, so tests can also check that nothing imports it.
+`tfmot_dir` (TFMOT-wrapped files) and `zoo_dir` (real architectures) are built once per session
+too and shared by the modules that need them (strip, fuzz, zoo, shrink zoo).
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +22,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
+FIXTURES = ROOT / "tests" / "fixtures"
+KERAS_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 # The core install has neither; CI runs the light tests in a venv without them (see .ci/run).
 MISSING = {
@@ -27,7 +32,7 @@ MISSING = {
 }
 # Fixtures that run Keras in a subprocess: a test that uses one (directly or through another
 # fixture) is skipped without TensorFlow. A module's own Keras fixture asks for `needs_tensorflow`.
-KERAS_FIXTURES = {"fixture_dir", "expected", "needs_tensorflow", "zoo_dir"}
+KERAS_FIXTURES = {"fixture_dir", "expected", "needs_tensorflow", "tfmot_dir", "zoo_dir"}
 
 
 KERAS_PACKAGES = ("sparseprune.keras_ops", "sparseprune.keras")
@@ -74,11 +79,10 @@ def needs_tensorflow() -> None:
 @pytest.fixture(scope="session")
 def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "fixtures" / "make_fixtures.py"), str(out)],
+        [sys.executable, str(FIXTURES / "make_fixtures.py"), str(out)],
         check=True,
-        env=env,
+        env=KERAS_ENV,
         stdout=subprocess.DEVNULL,
     )
     return out
@@ -87,3 +91,39 @@ def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def expected(fixture_dir: Path) -> dict:
     return json.loads((fixture_dir / "expected.json").read_text())["files"]
+
+
+@pytest.fixture(scope="session")
+def tfmot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TFMOT-wrapped files and their stripped references (`fixtures/make_tfmot_fixtures.py`,
+    one TFMOT process per session: it flips its process to legacy Keras). Read-only for tests."""
+    out = tmp_path_factory.mktemp("tfmot")
+    script = FIXTURES / "make_tfmot_fixtures.py"
+    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
+                          env=KERAS_ENV)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def zoo_cache_key() -> str:
+    """The zoo's content key: the sources of everything that writes it."""
+    digest = hashlib.sha256()
+    for name in ("zoo.py", "custom_layers.py", "make_tfmot_fixtures.py"):
+        digest.update((FIXTURES / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zoo (`fixtures/zoo.py`: keras.applications, keras_hub, tf_keras and TFMOT files, a few
+    hundred MB), built once per session for tests/test_zoo.py and tests/test_shrink_zoo.py.
+    Read-only for tests. Set SPARSEPRUNE_ZOO_CACHE to a folder to keep it between runs (keyed
+    by the builders' source)."""
+    cache = os.environ.get("SPARSEPRUNE_ZOO_CACHE")
+    out = Path(cache) / zoo_cache_key() if cache else tmp_path_factory.mktemp("zoo")
+    if not (out / "zoo.json").is_file():
+        tfmot = request.getfixturevalue("tfmot_dir")  # only when building: a cached zoo has it
+        builder = [sys.executable, str(FIXTURES / "zoo.py"), str(out), "--tfmot", str(tfmot)]
+        done = subprocess.run(builder, capture_output=True, text=True, env=KERAS_ENV)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return out

@@ -1,8 +1,9 @@
 """`prune --structure units` then `shrink` on models the project did not write.
 
-keras.applications ResNet50, MobileNetV2, DenseNet121 (weights=None, 32x32), a
-MobileNetV2 whose BatchNormalization statistics are random (so dead filters carry nonzero
-constants), small RNN/attention models and tf_keras files. ONE subprocess builds them, prunes half
+keras.applications ResNet50, MobileNetV2 (alpha 0.35), DenseNet121 (weights=None, 32x32: the
+zoo's files, conftest's `zoo_dir`, built once per session with tests/test_zoo.py), that
+MobileNetV2 with random BatchNormalization statistics (so dead filters carry nonzero constants),
+small RNN/attention models and tf_keras files. ONE subprocess builds the small ones, prunes half
 of every prunable layer's units (the library, which imports no Keras), shrinks, and compares the
 shrunk model's predictions with the zeroed model's in stock Keras; expectations (all-zero unit
 columns, unit counts, parameter counts) come from Keras's own `get_weights()` there.
@@ -14,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,12 +27,11 @@ from pathlib import Path
 import numpy as np
 import keras
 L = keras.layers
-A = keras.applications
 from sparseprune.prune import prune_model, structured
 from sparseprune.prune.recipes import PruneSpec
 from sparseprune.shrink.shrinking import shrink_model
 
-out = Path(sys.argv[1])
+out, zoo = Path(sys.argv[1]), Path(sys.argv[2])
 rng = np.random.default_rng(0)
 keras.utils.set_random_seed(0)
 
@@ -58,12 +59,11 @@ def separable():
     h = L.AveragePooling2D(2, padding="same", name="avg")(L.DepthwiseConv2D(3, name="dw")(h))
     return keras.Model(i, L.Dense(2, name="head")(L.GlobalMaxPooling2D(name="gmp")(h)))
 
+shared = ("resnet50.keras", "mobilenetv2.h5", "densenet121.h5")  # the zoo's files, read only
 models = {
-    "resnet50.keras": lambda: A.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10),
-    "mobilenetv2.h5": lambda: A.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10),
+    **{name: None for name in shared},
     "mobilenetv2_bn.keras": lambda: randomize_bn(
-        A.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.35)),
-    "densenet121.h5": lambda: A.DenseNet121(weights=None, input_shape=(32, 32, 3), classes=10),
+        keras.models.load_model(zoo / "mobilenetv2.keras", compile=False)),
     "rnn.h5": rnn_block,
     "separable.keras": separable,
 }
@@ -106,15 +106,18 @@ def inputs(model):
 
 report = {}
 for name, build in [*models.items(), *tf_models.items()]:
-    source = out / name
-    build().save(source)
+    source = zoo / name if name in shared else out / name
+    if name not in shared:
+        build().save(source)
     target = out / ("shrunk_" + name)
     result = prune_model(str(source), str(target), PruneSpec(target=0.5, structure="units"))
     loader = tf_keras.models.load_model if name in tf_models else keras.models.load_model
     zeroed = loader(spied[str(target)], compile=False)
     shrunk = loader(target, compile=False)
     x = inputs(zeroed)
-    diff = np.abs(zeroed.predict(x, verbose=0) - shrunk.predict(x, verbose=0)).max()
+    # one eager call each: predict() would trace a tf.function per model first
+    got, want = (np.asarray(m(x, training=False)) for m in (shrunk, zeroed))
+    diff = np.abs(want - got).max()
     skipped = {}
     for layer in result.shrink["layers"]:
         for reason, count in layer["skipped"].items():
@@ -126,18 +129,20 @@ for name, build in [*models.items(), *tf_models.items()]:
     # shrink on the unmodified file never raises and changes nothing
     plain = shrink_model(str(source), out / ("plain_" + name))
     report[name]["plain_changed"] = plain.changed
-    for path in (source, target, spied[str(target)], out / ("plain_" + name)):
+    for path in (target, spied[str(target)], out / ("plain_" + name)):
         Path(path).unlink()
+    if name not in shared:
+        source.unlink()
 print("REPORT" + json.dumps(report))
 """
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> dict:
+def zoo(tmp_path_factory: pytest.TempPathFactory, zoo_dir: Path) -> dict:
     out = tmp_path_factory.mktemp("shrink_zoo")
     run = subprocess.run(
-        [sys.executable, "-c", ZOO, str(out)], env=ENV, capture_output=True, text=True,
-        timeout=1200,
+        [sys.executable, "-c", ZOO, str(out), str(zoo_dir)], env=ENV, capture_output=True,
+        text=True, timeout=1200,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.split("REPORT", 1)[1])

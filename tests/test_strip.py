@@ -1,6 +1,6 @@
 """`sparseprune strip` / `strip_model`: TFMOT-pruned files lose their wrappers, load without TFMOT.
 
-The files come from `tests/fixtures/make_tfmot_fixtures.py`, run once per module in a subprocess
+The files come from `tests/fixtures/make_tfmot_fixtures.py`, run once per session in a subprocess
 (importing TFMOT switches a process to legacy Keras). Expectations are what TFMOT's own
 `strip_pruning` makes of the same live models: its weights (`expected.npz`) and the file tf_keras
 writes for it (`ref_*`), read here with plain h5py, sharing no code with sparseprune.
@@ -57,16 +57,6 @@ runner = CliRunner()
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def tfmot_dir(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> Path:
-    out = tmp_path_factory.mktemp("tfmot")
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True, env=ENV
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out
 
 
 @pytest.fixture(scope="module")

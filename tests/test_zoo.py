@@ -5,7 +5,8 @@ NASNetMobile; weights=None, smallest inputs), an Embedding + Bidirectional(LSTM)
 a MultiHeadAttention + LayerNormalization + Conv1D block, a TimeDistributed model, a registered
 custom layer, keras_hub BERT and GPT-2 backbones from tiny configs, tf_keras CNN and LSTM files and
 TFMOT-wrapped files, each in `.keras` and `.h5` (`tests/fixtures/zoo.py` builds them once per
-session in one subprocess and records expectations from the live models).
+session in one subprocess, conftest's `zoo_dir`, shared with tests/test_shrink_zoo.py, and records
+expectations from the live models).
 
 Expectations never come from sparseprune: parameter and zero counts per layer are Keras's own
 (`layer.weights`), the prunable parameters are found by walking the live sub-layers by TFMOT's
@@ -16,13 +17,14 @@ The pytest process never imports TensorFlow: commands run in-process through Typ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -32,7 +34,6 @@ from sparseprune.formats import open_model
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-BUILDER = FIXTURES / "zoo.py"
 CHECKER = FIXTURES / "zoo_check.py"
 TARGET = 0.5
 runner = CliRunner()
@@ -47,34 +48,30 @@ REFUSED = {"bert": "lists no layers", "gpt2": "lists no layers"}
 # Families whose --verify (and bench's input synthesis) is exercised in the check process:
 # dict int inputs (keras_hub), int inputs read by an Embedding (Keras 3, tf_keras).
 VERIFY = ("bert.keras", "gpt2.h5", "text.h5", "tk_lstm.h5", "tk_lstm.keras")
-# The largest applications (4-28M parameters, 17-110 MB a file, hundreds of layers) would take
-# most of the suite's budget to prune, convert and load back in both formats. They are inspected
-# in both formats, pruned as `.h5` (checked by the tool's own re-read of the output), and the
-# two with classes nothing smaller has (ConvNeXt's LayerScale, EfficientNet's Normalization) are
-# converted `.keras` -> `.h5` and loaded back. MobileNetV2 runs every check in both formats.
-LARGE = ("resnet50", "convnexttiny", "xception", "densenet121", "nasnetmobile", "efficientnetb0")
-LARGE_CONVERTED = ("convnexttiny.keras", "efficientnetb0.keras")  # LayerScale, Normalization
-
-
-def _cache_key() -> str:
-    digest = hashlib.sha256()
-    for name in ("zoo.py", "custom_layers.py", "make_tfmot_fixtures.py"):
-        digest.update((FIXTURES / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The zoo, built once (a few hundred MB). Set SPARSEPRUNE_ZOO_CACHE to a folder to keep it
-    between runs (keyed by the builder's source), SPARSEPRUNE_ZOO_FAMILIES=text,bert to test a
-    few families while developing; other test modules may reuse this fixture."""
-    cache = os.environ.get("SPARSEPRUNE_ZOO_CACHE")
-    out = Path(cache) / _cache_key() if cache else tmp_path_factory.mktemp("zoo")
-    if not (out / "zoo.json").is_file():
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-        subprocess.run([sys.executable, str(BUILDER), str(out)], check=True, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    return out
+# What the commands do to each file besides inspect: "prune" (--target 0.5, same format),
+# "convert" (--target 0 into the other format) or "cross" (--target 0.5 into the other format:
+# pruning and conversion at once). Every output is loaded back in stock Keras unless its file is
+# in UNLOADED. Default: prune and convert. The largest applications (4-28M parameters, 17-110 MB
+# a file, hundreds of layers) get one run per file: ResNet50, DenseNet121 and Xception are pruned
+# from each format into the other, ConvNeXt (LayerScale) and EfficientNet (Normalization) from
+# `.keras` into `.h5`; NASNet's `.h5` is pruned and checked by the tool's own re-read (a NASNet
+# load costs ~8 s). The rest are inspected only. MobileNetV2 runs every check in both formats.
+RUNS = {
+    "resnet50.h5": ("cross",),
+    "resnet50.keras": ("cross",),
+    "densenet121.h5": ("cross",),
+    "densenet121.keras": ("cross",),
+    "xception.h5": ("cross",),
+    "xception.keras": ("cross",),
+    "convnexttiny.keras": ("cross",),
+    "convnexttiny.h5": (),
+    "efficientnetb0.keras": ("cross",),
+    "efficientnetb0.h5": (),
+    "nasnetmobile.h5": ("prune",),
+    "nasnetmobile.keras": (),
+}
+UNLOADED = ("nasnetmobile.h5",)
+DEFAULT_RUNS = ("prune", "convert")
 
 
 @pytest.fixture(scope="session")
@@ -101,51 +98,62 @@ def _other(suffix: str) -> str:
     return ".h5" if suffix == ".keras" else ".keras"
 
 
+def _runs_of(name: str) -> tuple[str, ...]:
+    return () if name.startswith("tfmot/") else RUNS.get(name, DEFAULT_RUNS)
+
+
+def _output(out: Path, name: str, run: str) -> Path:
+    """Where a run writes: `pruned_<stem>.<suffix>`, `converted_<stem>.<other>`, or
+    `pruned_<stem>_from_<suffix>.<other>` (a cross run)."""
+    stem, suffix = Path(name.replace("/", "_")).stem, Path(name).suffix
+    names = {
+        "prune": f"pruned_{stem}{suffix}",
+        "convert": f"converted_{stem}{_other(suffix)}",
+        "cross": f"pruned_{stem}_from_{suffix[1:]}{_other(suffix)}",
+    }
+    return out / names[run]
+
+
 @pytest.fixture(scope="module")
 def runs(zoo_dir: Path, zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run inspect, prune and conversion on every file in-process, then load every output
-    with stock Keras in ONE subprocess; everything the tests assert on."""
+    """Run inspect, prune and conversion on the files in-process (as `RUNS` says), then load
+    every output with stock Keras in ONE subprocess; everything the tests assert on."""
     out = tmp_path_factory.mktemp("zoo_out")
     found: dict[str, dict] = {}
     manifest = []
-    for name, entry in sorted(zoo.items()):
-        if name not in _files():
-            continue
-        source = zoo_dir / name
-        stem, suffix = Path(name).stem, Path(name).suffix
-        safe = name.replace("/", "_")
-        record: dict = {"inspect": _invoke("inspect", str(source))}
+    for name in _files():
+        source, entry = zoo_dir / name, zoo[name]
         library = "tf_keras" if entry["family"] in TF_KERAS else "keras"
-        if entry["writer"] != "tfmot":
-            pruned = out / f"pruned_{safe}"
-            record["prune"] = _invoke("prune", str(source), "-o", str(pruned), "--target", "0.5")
-            converted = out / f"converted_{Path(safe).stem}{_other(suffix)}"
-            record["convert"] = _invoke("prune", str(source), "-o", str(converted), "--target", "0")
-            record["converted_exists"] = converted.exists()
-            for path in (pruned, converted):
-                if path.exists():
-                    manifest.append({"path": str(path), "reference": str(source),
-                                     "specs": entry["inputs"], "library": library})  # fmt: skip
+        record: dict = {"inspect": _invoke("inspect", str(source))}
+        for run in _runs_of(name):
+            target = _output(out, name, run)
+            target_ratio = "0" if run == "convert" else str(TARGET)
+            record[run] = _invoke("prune", str(source), "-o", str(target), "--target", target_ratio)
+            record[f"{run}_path"], record[f"{run}_exists"] = str(target), target.exists()
+            if target.exists() and name not in UNLOADED:
+                manifest.append({"path": str(target), "reference": str(source),
+                                 "specs": entry["inputs"], "library": library,
+                                 "outputs": run == "convert"})  # fmt: skip
+        if _runs_of(name) and name not in UNLOADED:
             manifest.append({"path": str(source), "library": library, "names": True,
                              "key": f"names:{name}"})  # fmt: skip
-            if name in VERIFY:
-                manifest.append({"path": str(pruned), "verify_against": str(source),
-                                 "key": f"verify:{name}"})  # fmt: skip
-        record["pruned_path"] = str(out / f"pruned_{safe}")
-        record["converted_path"] = str(out / f"converted_{Path(safe).stem}{_other(suffix)}")
+        if name in VERIFY:
+            manifest.append({"path": record["prune_path"], "verify_against": str(source),
+                             "key": f"verify:{name}"})  # fmt: skip
         found[name] = record
-        _ = stem
     manifest_path = out / "manifest.json"
     manifest_path.write_text(json.dumps(manifest))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(CHECKER), str(manifest_path)], env=env,
-                          capture_output=True, text=True, check=True)  # fmt: skip
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     return {"files": found, "loaded": loaded}
 
 
 def _files(kind: str | None = None) -> list[str]:
-    """Zoo file names without building the zoo (collection must not start TensorFlow)."""
+    """Zoo file names without building the zoo (collection must not start TensorFlow); with
+    `kind` ("prune", "convert", "cross", "loaded": names checked), those that get it."""
     sys.path.insert(0, str(FIXTURES))
     import zoo as builder
 
@@ -156,16 +164,16 @@ def _files(kind: str | None = None) -> list[str]:
             names += [f"tfmot/tfmot_{m}{s}" for m in ("mlp", "cnn") for s in (".keras", ".h5")]
         else:
             names += [f"{family}.keras", f"{family}.h5"]
-    if kind in ("prunable", "pruned", "converted", "loaded"):
-        names = [n for n in names if not n.startswith("tfmot/")]
-    large = [n for n in names if Path(n).stem in LARGE]
-    if kind == "pruned":
-        names = [n for n in names if n not in large or n.endswith(".h5")]
-    elif kind == "converted":
-        names = [n for n in names if n not in large or n in LARGE_CONVERTED]
-    elif kind == "loaded":
-        names = [n for n in names if n not in large]
-    return names
+    if kind == "loaded":
+        return [n for n in names if _runs_of(n) and n not in UNLOADED]
+    return [n for n in names if kind is None or kind in _runs_of(n)]
+
+
+def _pruned(runs: dict, name: str) -> tuple[tuple[int, dict | None, str], str]:
+    """The prune result and output path of a file pruned in its own format or across."""
+    record = runs["files"][name]
+    run = "prune" if "prune" in record else "cross"
+    return record[run], record[f"{run}_path"]
 
 
 # --------------------------------------------------------------------------- inspect
@@ -211,11 +219,11 @@ def test_inspect_total_is_keras_count(runs: dict, zoo: dict, name: str) -> None:
 # --------------------------------------------------------------------------- prune
 
 
-@pytest.mark.parametrize("name", _files("pruned"))
+@pytest.mark.parametrize("name", sorted({*_files("prune"), *_files("cross")}))
 def test_prune_reaches_every_tfmot_kernel_and_nothing_else(
     runs: dict, zoo: dict, name: str
 ) -> None:
-    code, data, output = runs["files"][name]["prune"]
+    (code, data, output), path = _pruned(runs, name)
     assert code == 0, output
     assert data["checks"]["passed"], data["checks"]
     expected = sum(e["prunable_params"] for e in zoo[name]["layers"].values())
@@ -223,15 +231,16 @@ def test_prune_reaches_every_tfmot_kernel_and_nothing_else(
     for tensor in data["tensors"]:
         kept = round(tensor["params"] * (1 - TARGET))
         assert tensor["zeros_after"] >= tensor["params"] - kept, tensor["name"]
-    if zoo[name]["family"] in LARGE:
-        return  # the tool's own re-read checked it; loading 100 MB files costs the budget
-    loaded = runs["loaded"][runs["files"][name]["pruned_path"]]
+    if name in UNLOADED:
+        return  # the tool's own re-read checked it
+    loaded = runs["loaded"][path]
     assert loaded["ok"], loaded.get("error")
     assert loaded["same_count"]
     changed = sum(
         s for s, same in zip(loaded["sizes"], loaded["identical"], strict=True) if not same
     )
     assert changed == expected  # untouched weights are bit-identical in stock Keras
+    assert all(loaded["kept_identical"])  # and so is every weight pruning kept
     assert sum(loaded["zeros"]) - sum(loaded["reference_zeros"]) == sum(
         t["zeros_after"] - t["zeros_before"] for t in data["tensors"]
     )
@@ -240,20 +249,37 @@ def test_prune_reaches_every_tfmot_kernel_and_nothing_else(
 # --------------------------------------------------------------------------- convert
 
 
-@pytest.mark.parametrize("name", _files("converted"))
+@pytest.mark.parametrize("name", _files("convert"))
 def test_conversion_is_exact_or_refused_before_writing(runs: dict, zoo: dict, name: str) -> None:
     record = runs["files"][name]
     code, _, output = record["convert"]
     family = zoo[name]["family"]
     if family in REFUSED:
-        assert code == 2 and not record["converted_exists"]
+        assert code == 2 and not record["convert_exists"]
         assert REFUSED[family] in output and "Traceback" not in output
         return
     assert code == 0, output
-    loaded = runs["loaded"][record["converted_path"]]
+    loaded = runs["loaded"][record["convert_path"]]
     assert loaded["ok"], loaded.get("error")
     assert loaded["same_count"] and all(loaded["identical"])
     assert loaded["max_abs_diff"] == 0.0
+
+
+@pytest.mark.parametrize("name", _files("cross"))
+def test_pruning_into_the_other_format_converts_exactly(runs: dict, name: str) -> None:
+    """A cross run writes the other format (a zip for `.keras`, HDF5 for `.h5`), which stock
+    Keras loads with the same weights in the same order: the pruned ones zeroed where pruning
+    chose and bit-identical elsewhere, every other one bit-identical (the prune test counts)."""
+    record = runs["files"][name]
+    code, _, output = record["cross"]
+    assert code == 0, output
+    path = Path(record["cross_path"])
+    assert zipfile.is_zipfile(path) == (path.suffix == ".keras")
+    assert h5py.is_hdf5(path) == (path.suffix == ".h5")
+    loaded = runs["loaded"][record["cross_path"]]
+    assert loaded["ok"], loaded.get("error")
+    assert loaded["same_count"] and all(loaded["kept_identical"])
+    assert any(loaded["identical"]) and not all(loaded["identical"])
 
 
 # --------------------------------------------------------------------------- verify
