@@ -55,7 +55,9 @@ VERIFY = ("bert.keras", "gpt2.h5", "text.h5", "tk_lstm.h5", "tk_lstm.keras")
 # a file, hundreds of layers) get one run per file: ResNet50, DenseNet121 and Xception are pruned
 # from each format into the other, ConvNeXt (LayerScale) and EfficientNet (Normalization) from
 # `.keras` into `.h5`; NASNet's `.h5` is pruned and checked by the tool's own re-read (a NASNet
-# load costs ~8 s). The rest are inspected only. MobileNetV2 runs every check in both formats.
+# load costs ~8 s), and so is ConvNeXt's `.h5` output: stock Keras cannot load a ConvNeXt `.h5`,
+# its own included (LayerScale's legacy config: "too many positional arguments"). The rest are
+# inspected only. MobileNetV2 runs every check in both formats.
 RUNS = {
     "resnet50.h5": ("cross",),
     "resnet50.keras": ("cross",),
@@ -70,7 +72,7 @@ RUNS = {
     "nasnetmobile.h5": ("prune",),
     "nasnetmobile.keras": (),
 }
-UNLOADED = ("nasnetmobile.h5",)
+UNLOADED = ("nasnetmobile.h5", "convnexttiny.keras")
 DEFAULT_RUNS = ("prune", "convert")
 
 
@@ -134,7 +136,7 @@ def runs(zoo_dir: Path, zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> 
                 manifest.append({"path": str(target), "reference": str(source),
                                  "specs": entry["inputs"], "library": library,
                                  "outputs": run == "convert"})  # fmt: skip
-        if _runs_of(name) and name not in UNLOADED:
+        if name in _files("loaded"):
             manifest.append({"path": str(source), "library": library, "names": True,
                              "key": f"names:{name}"})  # fmt: skip
         if name in VERIFY:
@@ -276,6 +278,8 @@ def test_pruning_into_the_other_format_converts_exactly(runs: dict, name: str) -
     path = Path(record["cross_path"])
     assert zipfile.is_zipfile(path) == (path.suffix == ".keras")
     assert h5py.is_hdf5(path) == (path.suffix == ".h5")
+    if name in UNLOADED:
+        return  # the prune test checked the tool's own re-read
     loaded = runs["loaded"][record["cross_path"]]
     assert loaded["ok"], loaded.get("error")
     assert loaded["same_count"] and all(loaded["kept_identical"])
