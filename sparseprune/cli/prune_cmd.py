@@ -178,8 +178,8 @@ def prune(
         )
         to_stdout = output == STDOUT
         with (
-            input_path(model) as (path, label),
-            output_target(path, label, output) as (destination, out_label),
+            input_path(model) as (path, in_label),
+            output_target(path, in_label, output) as (destination, out_label),
         ):
             others = (("model output", destination),)
             report = Output.of(out, (path,), others)
@@ -188,7 +188,7 @@ def prune(
                 destination,
                 spec,
                 force=out.force or to_stdout,
-                label=label,
+                label=in_label,
                 out_label=out_label,
                 method=method,
                 train=train,
