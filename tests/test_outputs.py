@@ -291,7 +291,9 @@ from sparseprune.formats import atomic
 original = atomic.publish
 ready = Path(sys.argv[1])
 def paused(temp, target, force, inputs=()):
-    ready.write_text(str(temp))
+    staged = ready.with_suffix(".staged")  # renamed into place: never read half-written
+    staged.write_text(str(temp))
+    staged.replace(ready)
     time.sleep(60)
     original(temp, target, force, inputs)
 atomic.publish = paused
