@@ -285,7 +285,10 @@ def test_real_full_and_read_only_filesystems(tmp_path: Path) -> None:
 # --- signals, pipes, stdin ------------------------------------------------------------------------
 
 PAUSED_CLI = r"""
-import sys, time
+import signal, sys, time
+# A job started in the background by a non-interactive shell inherits SIGINT ignored; Ctrl-C
+# reaches an interactive process, which is what this test is about.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from sparseprune.formats import atomic
 original = atomic.publish
