@@ -114,6 +114,7 @@ def test_sparseprune_keras_without_keras_names_the_extra() -> None:
     )
 
 
+@pytest.mark.tensorflow  # needs Keras, which the core install lacks; TensorFlow is hidden below
 def test_sparseprune_keras_gate_needs_no_tensorflow() -> None:
     """JAX and PyTorch users have Keras without TensorFlow: the gate passes and installs no TF
     import hook (the gate file runs alone, so Keras itself is not imported)."""
