@@ -27,19 +27,28 @@ THROUGH_TYPER = (
     "sys.argv[0] = 'sparseprune'\n"
     "run()\n"
 )
-LOADED = (
-    "import sys\n"
-    "from sparseprune.cli import main\n"
-    "sys.argv = ['sparseprune', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "except SystemExit as end:\n"
-    "    code = end.code\n"
-    "heavy = ('typer', 'rich', 'pydantic', 'click', 'sparseprune.cli.typer_app')\n"
-    "found = [m for m in sys.modules if m.split('.')[0] in heavy or m in heavy]\n"
-    "print(sorted(found), file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
+HEAVY = ("typer", "rich", "pydantic", "click", "sparseprune.cli.typer_app")
+# What a legacy .h5 never needs: the zip side, the output writer (no --json-file), CSV/Markdown.
+NOT_FOR_H5 = ("zipfile", "tempfile", "shutil", "csv", "base64", "sparseprune.formats.archive",
+              "sparseprune.formats.varstore", "sparseprune.formats.atomic",
+              "sparseprune.render.tabular")  # fmt: skip
+
+
+def loaded(watched: tuple[str, ...]) -> str:
+    """A script that runs the CLI's `main()`, then prints which of `watched` it imported."""
+    return (
+        "import sys\n"
+        "from sparseprune.cli import main\n"
+        "sys.argv = ['sparseprune', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as end:\n"
+        "    code = end.code\n"
+        f"watched = {watched!r}\n"
+        "found = [m for m in sys.modules if m.split('.')[0] in watched or m in watched]\n"
+        "print(sorted(found), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
 
 
 def both(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, ...]:
@@ -99,7 +108,7 @@ def test_json_file_is_the_same_and_existing_files_are_refused(tmp_path: Path) ->
 
 def test_fast_path_counts_match_an_independent_read(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", LOADED, "inspect", str(L1), "--json", "--all"],
+        [sys.executable, "-c", loaded(HEAVY), "inspect", str(L1), "--json", "--all"],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -115,6 +124,17 @@ def test_fast_path_counts_match_an_independent_read(tmp_path: Path) -> None:
     }
     assert counted == expected
     assert sum(zeros for pairs in expected.values() for _, zeros in pairs) > 0
+
+
+def test_a_legacy_h5_loads_neither_the_zip_side_nor_the_writers(tmp_path: Path) -> None:
+    """Start-up time (benchmarks/startup.py): what an .h5 does not use is not imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", loaded(HEAVY + NOT_FOR_H5), "inspect", MLP, "--json"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "[]"
+    assert json.loads(result.stdout)["models"][0]["format"] == "h5"
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,12 @@ file to an older layout) in `tests/fixtures/make_fixtures.py`.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES
 
 from sparseprune import inspect_model, open_model
 from sparseprune.formats.model import (
@@ -17,6 +20,7 @@ from sparseprune.formats.model import (
     FORMAT_KERAS,
     FORMAT_WEIGHTS_H5,
 )
+from sparseprune.formats.reader import _reads_as_zip
 from sparseprune.layers.table import is_known
 
 FILES = {
@@ -126,3 +130,33 @@ def test_nan_and_inf_are_counted_not_fatal(fixture_dir: Path) -> None:
     report = inspect_model(str(fixture_dir / "nan.keras"))
     kernel = next(w for w in report.weights if w.tensor.role == "kernel")
     assert (kernel.stats.nan, kernel.stats.inf) == (2, 1)
+
+
+def _zip_bytes(comment: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.comment = comment
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("tail", "is_zip"),
+    [
+        (b"", False),  # a plain .h5: decided without zipfile
+        (_zip_bytes(b""), True),
+        (_zip_bytes(b"c" * 0xFFFF), True),  # end record at the far edge of zipfile's search
+        (_zip_bytes(b"") + b"\0" * 70_000, False),  # end record beyond it: zipfile misses it too
+    ],
+    ids=["h5", "zip-appended", "longest-comment", "record-out-of-reach"],
+)
+def test_zip_check_agrees_with_zipfile(tail: bytes, is_zip: bool) -> None:
+    """The tail pre-check only skips files in which zipfile would find no archive."""
+    data = (SAMPLES / "mlp.h5").read_bytes() + tail
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            by_zipfile = bool(archive.infolist())
+    except zipfile.BadZipFile:
+        by_zipfile = False
+    assert by_zipfile == is_zip
+    assert _reads_as_zip(io.BytesIO(data), len(data)) == is_zip

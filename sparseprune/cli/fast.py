@@ -135,12 +135,13 @@ def run(argv: list[str]) -> int | None:
 
 def _inspect(call: InspectCall) -> tuple[str, list[str]]:
     """The JSON document (also published to --json-file) and the failed checks."""
-    from sparseprune.formats.atomic import check_output_path, write_text_output
     from sparseprune.inspect.inspection import inspect_model
     from sparseprune.numeric.stats import DEFAULT_THRESHOLD
     from sparseprune.render.inspect_output import to_json
 
-    if call.json_file is not None:
+    if call.json_file is not None:  # formats/atomic.py only then (tempfile: start-up time)
+        from sparseprune.formats.atomic import check_output_path
+
         check_output_path(call.json_file, call.force, call.models, ())
     threshold = DEFAULT_THRESHOLD if call.threshold is None else call.threshold
     reports = [
@@ -157,6 +158,8 @@ def _inspect(call: InspectCall) -> tuple[str, list[str]]:
     ]
     text = to_json(reports, [])
     if call.json_file is not None:
+        from sparseprune.formats.atomic import write_text_output
+
         write_text_output(call.json_file, text + "\n", force=call.force, inputs=call.models)
     return text, [failure for report in reports for failure in report.failures]
 

@@ -6,8 +6,6 @@ classes from modules outside Keras are flagged, never deserialized.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any
@@ -152,11 +150,13 @@ def is_marshalled_code(text: str) -> bool:
     tf_keras store a lambda's bytecode. Checked by its marshal header, never unmarshalled."""
     if len(text) < 32 or not _BASE64.fullmatch(text):
         return False
+    import base64  # only for text that looks like base64 (start-up: most configs have none)
+
     packed = "".join(text.split())
     for decode in (base64.b64decode, base64.urlsafe_b64decode):
         try:
             raw = decode(packed + "=" * (-len(packed) % 4))
-        except (ValueError, binascii.Error):
+        except ValueError:  # binascii.Error is one
             continue
         if _looks_like_code(raw):
             return True

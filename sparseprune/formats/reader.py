@@ -2,6 +2,9 @@
 
 The format is decided by the file's magic bytes, not its suffix. Only zipfile, json, h5py and numpy
 are used: opening a file never imports TensorFlow or Keras and never runs code stored in it.
+zipfile (formats/archive.py) and the Keras 3 variable store (formats/varstore.py) are imported
+only for the files that need them, so a legacy `.h5` (`inspect --json` in a CI gate) does not pay
+for them at start-up.
 """
 
 from __future__ import annotations
@@ -9,17 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import zipfile
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from sparseprune.errors import InputError, UnsafeModelError, describe
-from sparseprune.formats import archive as zipped
 from sparseprune.formats.config import LayerTree, build_tree, load_json, scan_config
 from sparseprune.formats.h5safe import iter_blocks, iter_slabs, open_h5, read_array
 from sparseprune.formats.legacy_h5 import read_legacy_weights, read_optimizer_weights
@@ -31,11 +33,26 @@ from sparseprune.formats.model import (
     LayerInfo,
     TensorInfo,
 )
-from sparseprune.formats.varstore import read_varstore
+
+if TYPE_CHECKING:
+    import zipfile
 
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, *zipped.ZIP_ERRORS)
+# zipfile finds an archive only through its end-of-central-directory record, which sits in the
+# last 22 bytes plus at most a 64 KiB comment (zipfile._EndRecData).
+ZIP_END_MAGIC = b"PK\x05\x06"
+ZIP_END_SEARCH = 22 + 0xFFFF
+_H5_READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
+
+
+def read_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """What reading a corrupt or truncated file raises (and `more`): zip errors too once zipfile
+    is in use (only archive.py's code can raise them, and it is imported only for zip archives).
+    Called in the `except` clause, so it sees what was imported while the `try` ran."""
+    archive = sys.modules.get("sparseprune.formats.archive")
+    zipped = () if archive is None else archive.ZIP_ERRORS
+    return (*_H5_READ_ERRORS, *zipped, *more)
 
 
 @dataclass
@@ -92,7 +109,7 @@ class ModelFile:
     def _reading(self, tensor: TensorInfo) -> Iterator[None]:
         try:
             yield
-        except READ_ERRORS as error:
+        except read_errors() as error:
             raise InputError(
                 f"{self.path}: cannot read weight '{tensor.name}' ({describe(error)}); "
                 "the file is corrupt or truncated."
@@ -127,7 +144,7 @@ def open_model(path: str | os.PathLike[str], label: str | None = None) -> ModelF
     except InputError:
         stack.close()
         raise
-    except (*READ_ERRORS, UnicodeError, TypeError) as error:
+    except read_errors(UnicodeError, TypeError) as error:
         stack.close()
         raise InputError(
             f"{label} could not be read as a Keras model ({describe(error)}); "
@@ -146,7 +163,7 @@ def _open_stream(
         raise InputError(f"{label} is empty; it is not a model file.")
     head = handle.read(8)
     hdf5 = _has_hdf5_magic(handle, size)
-    if hdf5 and _reads_as_zip(handle):
+    if hdf5 and _reads_as_zip(handle, size):
         raise UnsafeModelError(
             f"{label} reads both as a zip archive and as an HDF5 file; Keras could load a "
             "different model from it than sparseprune checks, so it is refused."
@@ -180,8 +197,17 @@ def _has_hdf5_magic(handle: IO[bytes], size: int) -> bool:
     return False
 
 
-def _reads_as_zip(handle: IO[bytes]) -> bool:
-    """True when Python's zipfile (what Keras uses for .keras) finds members in the file."""
+def _reads_as_zip(handle: IO[bytes], size: int) -> bool:
+    """True when Python's zipfile (what Keras uses for .keras) finds members in the file.
+
+    A file without zipfile's end record in its tail cannot be one, and is decided without
+    importing zipfile."""
+    handle.seek(max(0, size - ZIP_END_SEARCH))
+    if ZIP_END_MAGIC not in handle.read():
+        handle.seek(0)
+        return False
+    import zipfile
+
     handle.seek(0)
     try:
         with zipfile.ZipFile(handle) as archive:
@@ -195,6 +221,9 @@ def _reads_as_zip(handle: IO[bytes]) -> bool:
 def _open_keras_archive(
     handle: IO[bytes], size: int, label: str, stack: contextlib.ExitStack
 ) -> ModelFile:
+    from sparseprune.formats import archive as zipped
+    from sparseprune.formats.varstore import read_varstore
+
     archive = stack.enter_context(zipped.open_archive(handle, label))
     if not zipped.has_member(archive, zipped.CONFIG_MEMBER):
         raise InputError(f"{label} is a zip archive without 'config.json'; not a Keras model.")
@@ -227,6 +256,8 @@ def in_config_order(tensors: list[TensorInfo], tree: LayerTree | None) -> list[T
 
 
 def _keras_version(archive: zipfile.ZipFile, label: str) -> str | None:
+    from sparseprune.formats import archive as zipped
+
     if not zipped.has_member(archive, zipped.METADATA_MEMBER):
         return None
     try:
@@ -258,6 +289,8 @@ def _describe_h5(
             label, FORMAT_H5_WEIGHTS, size, None, tensors, weights, writer, _stack=stack
         )
     if "layers" in weights or "_layer_checkpoint_dependencies" in weights:
+        from sparseprune.formats.varstore import read_varstore
+
         tensors = read_varstore(weights, None)
         return ModelFile(
             label, FORMAT_WEIGHTS_H5, size, None, tensors, weights, writer, _stack=stack

@@ -15,6 +15,8 @@ from sparseprune.schema import JsonResult
 
 @dataclass
 class WeightReport:
+    """One tensor's statistics; `shown`: listed in the output (prunable, or --all)."""
+
     tensor: TensorInfo
     stats: TensorStats
     shown: bool = True
@@ -22,6 +24,8 @@ class WeightReport:
 
 @dataclass
 class LayerReport:
+    """The weights of one layer, in file order."""
+
     name: str
     class_name: str | None
     weights: list[WeightReport] = field(default_factory=list)
@@ -36,6 +40,8 @@ class LayerReport:
 
 @dataclass
 class Totals:
+    """Parameter and near-zero counts over all weights and over the prunable ones."""
+
     params: int = 0
     near_zero: int = 0
     prunable_params: int = 0

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class ChannelFacts:
-    """One layer class, as `shrink` sees it."""
+class ChannelFacts(NamedTuple):
+    """One layer class, as `shrink` sees it (a NamedTuple like layers/table.py's rows)."""
 
     kind: str
     units_key: str | None = None  # config key of the output unit count (producers)

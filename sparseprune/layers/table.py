@@ -32,19 +32,23 @@ Adding a layer class is one row in `LAYERS` plus tests. A row (`Layer`) says:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from sparseprune.layers.channels import CHANNEL_FACTS, ChannelFacts
 
 # A variable is (role, config flag that must hold for it to exist, or None).
 Variable = tuple[str, "str | None"]
+# The rows are NamedTuples, not frozen dataclasses: equally immutable, and defining them costs
+# no start-up time (a frozen dataclass compiles its methods at import, ~1 ms each, and every
+# `inspect` imports this table). Mapping fields default to one shared read-only empty mapping.
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Twin:
+class Twin(NamedTuple):
     """How one Keras 3 layer class becomes a tf_keras layer (TFMOT bridge).
 
     keys: config keys passed through unchanged (besides name/trainable/dtype and the generic
@@ -54,13 +58,12 @@ class Twin:
     """
 
     keys: tuple[str, ...] = ()
-    renames: Mapping[str, str] = field(default_factory=dict)
-    neutral: Mapping[str, Any] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    renames: Mapping[str, str] = _EMPTY
+    neutral: Mapping[str, Any] = _EMPTY
+    extra: Mapping[str, Any] = _EMPTY
 
 
-@dataclass(frozen=True)
-class Part:
+class Part(NamedTuple):
     """A sub-layer with its own variables. `cls`: its class, or None to read it from the
     config entry at `config_key` (Bidirectional, TimeDistributed). `prefix`: what its roles are
     named under ('' flattens). `flags`: its own flag -> the parent's config key that decides it.
@@ -70,16 +73,15 @@ class Part:
     prefix: str
     config_key: str | None = None
     fallback_key: str | None = None
-    flags: Mapping[str, str] = field(default_factory=dict)
+    flags: Mapping[str, str] = _EMPTY
     optional: bool = False
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One layer class's facts (see the module docstring)."""
 
     variables: tuple[Variable, ...] = ()
-    parts: Mapping[str, Part] = field(default_factory=dict)
+    parts: Mapping[str, Part] = _EMPTY
     prunable: frozenset[str] = frozenset()
     delegate: bool = False
     non_trainable: frozenset[str] = frozenset()
@@ -88,7 +90,7 @@ class Layer:
     channels: ChannelFacts | None = None
     macs: tuple[str, ...] = ()
     twin: Twin | None = None
-    keras2_roles: Mapping[str, str] = field(default_factory=dict)
+    keras2_roles: Mapping[str, str] = _EMPTY
     pruning_wrapper: bool = False
 
 
@@ -292,7 +294,7 @@ LAYERS: dict[str, Layer] = {
     "Flatten": _weightless(Twin(("data_format",))),
 }
 # Shrink's channel facts (layers/channels.py) joined into the rows: one table.
-LAYERS = {c: replace(row, channels=CHANNEL_FACTS.get(c)) for c, row in LAYERS.items()}
+LAYERS = {c: row._replace(channels=CHANNEL_FACTS.get(c)) for c, row in LAYERS.items()}
 
 # Containers whose layers are reported one by one rather than as a unit.
 MODEL_CLASSES: frozenset[str] = frozenset({"Sequential", "Functional", "Model"})
@@ -335,13 +337,17 @@ def to_snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-_CLASS_BY_SNAKE: dict[str, str] = {to_snake_case(c): c for c in sorted(KNOWN_CLASSES)}
+@functools.cache
+def _class_by_snake() -> dict[str, str]:
+    """Class by snake-case name, made on first use (files with a config never need it)."""
+    return {to_snake_case(c): c for c in sorted(KNOWN_CLASSES)}
 
 
 def class_from_storage_key(key: str) -> str | None:
     """Guess a class from a Keras 3 storage key (`dense_2` -> Dense), for files without a config."""
     base = re.sub(r"_\d+$", "", key)
-    return _CLASS_BY_SNAKE.get(base) or _CLASS_BY_SNAKE.get(key)
+    by_snake = _class_by_snake()
+    return by_snake.get(base) or by_snake.get(key)
 
 
 __all__ = [

@@ -39,6 +39,8 @@ LITERT_MIN_SPARSITY = 0.3
 
 @dataclass(frozen=True)
 class LiteRtVerdict:
+    """Whether LiteRT's converter keeps a Dense kernel sparse, and the sentence saying why."""
+
     runs_sparse: bool
     reason: str
 
@@ -90,6 +92,8 @@ class BlockCount:
 
 @dataclass
 class TensorStats:
+    """Counts over one tensor (see `tensor_stats`); `sparsity` is the near-zero fraction."""
+
     params: int = 0
     zeros: int = 0
     near_zero: int = 0

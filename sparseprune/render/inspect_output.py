@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from sparseprune import schema
 from sparseprune.inspect.inspection import ModelReport, WeightReport
 from sparseprune.numeric.stats import TensorStats
-from sparseprune.render.tabular import code_span, markdown_row, markdown_text
 
 
 def weight_dict(weight: WeightReport) -> dict[str, Any]:
@@ -106,6 +103,9 @@ CSV_COLUMNS = [
 
 
 def to_csv(reports: list[ModelReport]) -> str:
+    import csv  # here, not at the top: `inspect --json` (cli/fast.py) never writes CSV
+    import io
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -136,6 +136,8 @@ def to_csv(reports: list[ModelReport]) -> str:
 
 
 def to_markdown(reports: list[ModelReport]) -> str:
+    from sparseprune.render.tabular import code_span, markdown_row, markdown_text
+
     lines: list[str] = []
     for report in reports:
         totals = report.totals
