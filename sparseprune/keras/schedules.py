@@ -22,6 +22,15 @@ class PruningSchedule:
     def __call__(self, step: Any) -> tuple[Any, Any]:
         raise NotImplementedError("a PruningSchedule must implement __call__(step)")
 
+    def should_prune(self, step: Any) -> Any:
+        """The update predicate alone: the wrapper evaluates it every training step and the
+        sparsity only inside the update branch (the built-in schedules split the two)."""
+        return self(step)[0]
+
+    def sparsity(self, step: Any) -> Any:
+        """The sparsity alone, evaluated on update steps only."""
+        return self(step)[1]
+
     def get_config(self) -> dict:
         raise NotImplementedError("a PruningSchedule must implement get_config()")
 
@@ -50,13 +59,21 @@ class PruningSchedule:
 
     @staticmethod
     def _should_prune_in_step(step: Any, begin: int, end: int, frequency: int) -> Any:
-        step = ops.cast(step, "int32")
-        in_range = ops.logical_and(
-            ops.greater_equal(step, begin),
-            ops.logical_or(ops.less_equal(step, end), end < 0),
-        )
-        turn = ops.equal(ops.mod(step - begin, frequency), 0)
-        return ops.logical_and(in_range, turn)
+        """begin <= step <= end (or forever) on the frequency grid, in as few ops as the
+        bounds allow: it runs in every training step of every wrapped layer."""
+        since = ops.cast(step, "int32")  # the step counter starts at 0 and only grows
+        since = since - begin if begin else since
+        checks = [ops.greater_equal(since, 0)] if begin else []
+        if end >= 0:
+            checks.append(ops.less_equal(since, end - begin))
+        if frequency != 1:
+            checks.append(ops.equal(ops.mod(since, frequency), 0))
+        if not checks:
+            return ops.greater_equal(since, 0)
+        out = checks[0]
+        for check in checks[1:]:
+            out = ops.logical_and(out, check)
+        return out
 
     @staticmethod
     def _validate_step(begin: int, end: int, frequency: int, allow_forever: bool) -> None:
@@ -92,8 +109,13 @@ class ConstantSparsity(PruningSchedule):
         self._validate_sparsity(self.target_sparsity, "target_sparsity")
 
     def __call__(self, step: Any) -> tuple[Any, Any]:
-        should = self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency)
-        return should, ops.convert_to_tensor(self.target_sparsity, "float32")
+        return self.should_prune(step), self.sparsity(step)
+
+    def should_prune(self, step: Any) -> Any:
+        return self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency)
+
+    def sparsity(self, step: Any) -> Any:
+        return ops.convert_to_tensor(self.target_sparsity, "float32")
 
     def at(self, step: int) -> tuple[bool, float]:
         return self._updates_at(step), self.target_sparsity
@@ -134,10 +156,12 @@ class PolynomialDecay(PruningSchedule):
         self._validate_sparsity(self.final_sparsity_, "final_sparsity")
 
     def __call__(self, step: Any) -> tuple[Any, Any]:
-        should = self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency)
-        return should, self._sparsity(step)
+        return self.should_prune(step), self.sparsity(step)
 
-    def _sparsity(self, step: Any) -> Any:
+    def should_prune(self, step: Any) -> Any:
+        return self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency)
+
+    def sparsity(self, step: Any) -> Any:
         span = max(1, self.end_step - self.begin_step)
         progress = ops.cast(step - self.begin_step, "float32") / float(span)
         progress = ops.clip(progress, 0.0, 1.0)
@@ -185,12 +209,14 @@ class PolynomialDecayToEnd(PolynomialDecay):
         super().__init__(*args, **kwargs)
         self.constant = bool(constant)
 
-    def __call__(self, step: Any) -> tuple[Any, Any]:
-        should, sparsity = super().__call__(step)
+    def should_prune(self, step: Any) -> Any:
         at_end = ops.equal(ops.cast(step, "int32"), self.end_step)
+        return ops.logical_or(super().should_prune(step), at_end)
+
+    def sparsity(self, step: Any) -> Any:
         if self.constant:
-            sparsity = ops.convert_to_tensor(self.final_sparsity_, "float32")
-        return ops.logical_or(should, at_end), sparsity
+            return ops.convert_to_tensor(self.final_sparsity_, "float32")
+        return super().sparsity(step)
 
     def at(self, step: int) -> tuple[bool, float]:
         should, sparsity = super().at(step)

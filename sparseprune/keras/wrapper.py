@@ -214,18 +214,30 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if keras.backend.backend() == "torch" and not in_stateless_scope():
             self._update_masks_eagerly()
             return
-        step = self.pruning_step.value
+        step = ops.convert_to_tensor(self.pruning_step)  # one read, shared by every rule
+        for schedule, members in self._schedule_groups():
+
+            def new_masks(schedule=schedule, members=members):
+                sparsity = schedule.sparsity(step)  # evaluated on update steps only
+                return [
+                    ops.cast(self._compute_mask(w, m, r, sparsity), m.dtype) for w, m, r in members
+                ]
+
+            _assign_if(schedule.should_prune(step), [m for _, m, _ in members], new_masks)
+        self.pruning_step.assign(step + 1)
+
+    def _schedule_groups(self) -> list[tuple[PruningSchedule, list]]:
+        """The updated pairs grouped by schedule object, so each schedule's predicate and
+        update branch run once per step however many weights share it."""
+        groups: dict[int, tuple[PruningSchedule, list]] = {}
         for weight, mask, rule in self.pairs:
             if rule.method == "fixed":
                 continue
             assert rule.schedule is not None  # _chosen_rules gives every rule a schedule
-            should, sparsity = rule.schedule(step)
-
-            def new_mask(w=weight, m=mask, r=rule, s=sparsity):
-                return ops.cast(self._compute_mask(w, m, r, s), m.dtype)
-
-            _assign_if(should, mask, new_mask)
-        self.pruning_step.assign(step + 1)
+            groups.setdefault(id(rule.schedule), (rule.schedule, []))[1].append(
+                (weight, mask, rule)
+            )
+        return list(groups.values())
 
     def _update_masks_eagerly(self) -> None:
         """PyTorch runs the step eagerly: decide in Python and touch tensors only on update
@@ -332,24 +344,26 @@ def _two_ints(value: Sequence[int], name: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _assign_if(should: Any, variable: Any, compute: Any) -> None:
-    """variable <- compute() where `should`; nothing is computed or written otherwise.
+def _assign_if(should: Any, variables: list, compute: Any) -> None:
+    """variables <- compute() where `should`; nothing is computed or written otherwise.
 
     TensorFlow assigns inside `tf.cond`, so steps without an update cost one predicate. JAX
     cannot assign inside `lax.cond` (a stateless trace), and a tf.distribute replica cannot
-    synchronize a variable inside control flow, so those select the value to keep.
+    synchronize a variable inside control flow, so those select the values to keep.
     """
     tf = _tensorflow_without_strategy()
     if tf is not None:
 
         def update():
-            variable.assign(compute())
-            return tf.constant(True)
+            for variable, value in zip(variables, compute(), strict=True):
+                variable.assign(value)
 
-        tf.cond(should, update, lambda: tf.constant(False))
+        tf.cond(should, update, lambda: None)
         return
-    current = variable.value
-    variable.assign(ops.cond(should, compute, lambda: current))
+    current = [variable.value for variable in variables]
+    chosen = ops.cond(should, compute, lambda: current)
+    for variable, value in zip(variables, chosen, strict=True):
+        variable.assign(value)
 
 
 def _tensorflow_without_strategy() -> Any:
