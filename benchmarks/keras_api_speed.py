@@ -1,26 +1,26 @@
 """Epoch time of pruning fits: sparseprune.keras vs plain Keras 3, and TFMOT vs plain tf_keras.
 
 Prints, measured in one run on the digits MLP and CNN (same architectures, batch 32, Adam,
-PolynomialDecay to 90% with TFMOT's default frequency of 100 steps): the median seconds per
-epoch of each fit (first epoch, which traces, left out), and the ratios
+PolynomialDecay to 90% with TFMOT's default frequency of 100 steps), for each input (numpy
+arrays, a prebuilt tf.data pipeline) and each epoch length (the training split once, 45 steps,
+and repeated `--repeat` times, so that a fixed per-epoch cost is amortized): the median seconds
+per epoch of each fit (first epoch of each fit, which traces, left out), and the ratios
 
     ours  = sparseprune.keras pruning fit / the same Keras 3 fit without pruning   (goal <= 1.15)
     tfmot = TFMOT pruning fit / the same tf_keras fit without pruning
     ours / tfmot = our pruning epoch / TFMOT's pruning epoch                      (goal <= 1)
+    k3 / tfk = plain Keras 3 epoch / plain tf_keras epoch (what Keras 3 itself costs)
 
 Each library runs in its own subprocess (importing TFMOT flips a process to tf_keras); inside one
-process the dense and pruned fits alternate, so load on the machine hits both alike.
+process the dense and pruned fits alternate round by round, so load on the machine hits both
+alike. The per-step and fixed per-epoch costs come from the two epoch lengths.
 
-It also splits each epoch into a per-step cost and a fixed per-epoch cost (epochs of the
-training split and of it repeated 4 times, interleaved): whether Keras 3's slower plain fit is
-paid per step or per epoch decides what an "epoch no slower than TFMOT's" can mean.
-
-    python benchmarks/keras_api_speed.py [--epochs 6] [--rounds 2] [--backend tensorflow]
-        [--threads N] [--input numpy|tf.data] [--json]
+    python benchmarks/keras_api_speed.py [--epochs 6] [--long-epochs 3] [--repeat 8]
+        [--rounds 3] [--backend tensorflow] [--input numpy,tf.data] [--threads N] [--json]
 
 With numpy input, Keras 3 pays a fixed cost per epoch that tf_keras does not (its array adapter
-sets up the epoch's shuffled pipeline: ~40-180 ms wall on this machine, most of the absolute gap
-to TFMOT on 45-step epochs); `--input tf.data` gives both libraries one prebuilt pipeline.
+sets up the epoch's shuffled pipeline), most of the absolute gap to TFMOT on 45-step epochs;
+`--input tf.data` gives both libraries one prebuilt pipeline.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ MODELS = ("mlp", "cnn")
 WHO = ("keras3", "ours", "tf_keras", "tfmot")
 INPUT_ENV = "KERAS_API_SPEED_INPUT"  # numpy arrays (default) or one tf.data pipeline
 SPE = 8  # steps_per_execution of the fused pruning fit (TF and JAX)
-LONG = 4  # the long epoch repeats the training split LONG times: per-step vs per-epoch cost
 
 
 def build(k, name: str):
@@ -84,7 +83,7 @@ def epoch_times(model, x, y, epochs: int, callbacks: list) -> list[float]:
     return times
 
 
-def worker(library: str, epochs: int, rounds: int) -> dict:
+def worker(library: str, epochs: int, rounds: int, repeat: int, long_epochs: int) -> dict:
     """Epoch times; Keras 3 on TF/JAX also prunes with steps_per_execution=SPE (a Keras 3
     user's lever against its per-step cost; TFMOT is measured with its default fit only)."""
     import numpy as np
@@ -92,78 +91,118 @@ def worker(library: str, epochs: int, rounds: int) -> dict:
     with np.load(REPO / "sample_models" / "digits.npz") as data:
         x, y = data["x_train"].astype("float32"), data["y_train"]
     fused = library == "keras" and os.environ.get("KERAS_BACKEND") != "torch"
-    end = (len(x) // 32 + 1) * epochs // 2  # pruning runs through the short fits' first half
+    steps = -(-len(x) // 32)
     if library == "tfmot":
         import tensorflow_model_optimization as tfmot
         import tf_keras as k
 
         sparsity = tfmot.sparsity.keras
-
-        def prune(model):
-            schedule = sparsity.PolynomialDecay(0.0, 0.9, 0, end)
-            return sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
-
-        callbacks = [sparsity.UpdatePruningStep()]
     else:
         import keras as k
 
         import sparseprune.keras as sparsity
 
-        def prune(model):
-            schedule = sparsity.PolynomialDecay(0.0, 0.9, 0, end)
-            return sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+    def prune(model, end: int):
+        schedule = sparsity.PolynomialDecay(0.0, 0.9, 0, end)
+        return sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
 
-        callbacks = [sparsity.UpdatePruningStep()]
-    out: dict = {}
+    lengths = {1: epochs, repeat: long_epochs}  # repeats of the split -> epochs per fit
+    kinds = ("dense", "pruned", "pruned_spe") if fused else ("dense", "pruned")
+    out: dict = {"steps": {str(n): steps * n for n in lengths}}
     for name in MODELS:
-        kinds = ("dense", "pruned", "pruned_spe") if fused else ("dense", "pruned")
-        times: dict = {(kind, n): [] for kind in kinds for n in (1, LONG)}
+        times: dict = {(kind, n): [] for kind in kinds for n in lengths}
         for _ in range(rounds):
-            for n in (1, LONG):  # epochs of 45 and LONG x 45 steps, interleaved
+            for n, count in lengths.items():  # short and long epochs, interleaved
                 xs, ys = np.concatenate([x] * n), np.concatenate([y] * n)
+                end = steps * n * count // 2  # pruning runs through each fit's first half
                 for kind in kinds:
                     model = build(k, name)
                     if kind != "dense":
-                        model = prune(model)
+                        model = prune(model, end)
                     options = {"steps_per_execution": SPE} if kind == "pruned_spe" else {}
                     model.compile("adam", "sparse_categorical_crossentropy", **options)
-                    used = callbacks if kind != "dense" else []
-                    got = epoch_times(model, xs, ys, epochs, used)
+                    used = [sparsity.UpdatePruningStep()] if kind != "dense" else []
+                    got = epoch_times(model, xs, ys, count, used)
                     times[kind, n].extend(got[1:])
-        steps = -(-len(x) // 32)
-        out[name] = {"steps": steps}
-        for kind in kinds:
-            short, long = (statistics.median(times[kind, n]) for n in (1, LONG))
-            per_step = (long - short) / ((LONG - 1) * steps)
-            out[name][kind] = short
-            out[name][f"{kind}_per_step"] = per_step
-            out[name][f"{kind}_per_epoch_fixed"] = short - steps * per_step
+        out[name] = {
+            f"{kind}@{n}": statistics.median(times[kind, n]) for kind in kinds for n in lengths
+        }
     return out
 
 
-def run_worker(library: str, epochs: int, rounds: int, backend: str, threads: int,
-               source: str) -> dict:  # fmt: skip
+def run_worker(library: str, args: argparse.Namespace, source: str) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    env["KERAS_BACKEND"] = backend if library == "keras" else "tensorflow"
+    env["KERAS_BACKEND"] = args.backend if library == "keras" else "tensorflow"
     if library == "tfmot":
         env["TF_USE_LEGACY_KERAS"] = "1"
     env[INPUT_ENV] = source
-    if threads:
-        env.update({"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads)})
-    result = subprocess.run(
-        [sys.executable, __file__, "--worker", library, "--epochs", str(epochs),
-         "--rounds", str(rounds)],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    if args.threads:
+        threads = str(args.threads)
+        env.update({"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads})
+    command = [sys.executable, __file__, "--worker", library]
+    for option in ("epochs", "long_epochs", "repeat", "rounds"):
+        command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode:
         raise SystemExit(f"{library} worker failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def rows_for(source: str, ours: dict, theirs: dict) -> list[dict]:
+    """One row per model and epoch length: seconds per epoch and the goal ratios."""
+    rows = []
+    for name in MODELS:
+        a, b = ours[name], theirs[name]
+        for n, steps in ours["steps"].items():
+            row = {
+                "input": source,
+                "model": name,
+                "steps_per_epoch": steps,
+                "keras3_dense_s": a[f"dense@{n}"],
+                "ours_pruned_s": a[f"pruned@{n}"],
+                "tf_keras_dense_s": b[f"dense@{n}"],
+                "tfmot_pruned_s": b[f"pruned@{n}"],
+            }
+            row["ours_ratio"] = row["ours_pruned_s"] / row["keras3_dense_s"]
+            row["tfmot_ratio"] = row["tfmot_pruned_s"] / row["tf_keras_dense_s"]
+            row["ours_vs_tfmot"] = row["ours_pruned_s"] / row["tfmot_pruned_s"]
+            row["keras3_vs_tf_keras"] = row["keras3_dense_s"] / row["tf_keras_dense_s"]
+            spe = a.get(f"pruned_spe@{n}")
+            row["ours_spe_pruned_s"] = spe
+            row["ours_spe_vs_tfmot"] = None if spe is None else spe / row["tfmot_pruned_s"]
+            rows.append(row)
+    return rows
+
+
+def per_step_split(rows: list[dict]) -> list[str]:
+    """Per-step ms and fixed per-epoch ms of each fit, from the short and long epochs."""
+    lines = []
+    for source, name in dict.fromkeys((r["input"], r["model"]) for r in rows):
+        short, long = (r for r in rows if (r["input"], r["model"]) == (source, name))
+        extra = long["steps_per_epoch"] - short["steps_per_epoch"]
+        cells = []
+        for who in ("keras3_dense", "ours_pruned", "tf_keras_dense", "tfmot_pruned"):
+            per_step = (long[f"{who}_s"] - short[f"{who}_s"]) / extra
+            fixed = short[f"{who}_s"] - short["steps_per_epoch"] * per_step
+            cells.append(f"{1e3 * per_step:6.2f} + {1e3 * fixed:6.1f}")
+        lines.append("{:<8} {:<5} {:>15} {:>15} {:>15} {:>15}".format(source, name, *cells))
+    return lines
+
+
+def verdict(row: dict) -> str:
+    speed = "meets" if row["ours_ratio"] <= 1.15 else "misses"
+    tfmot = "meets" if row["ours_vs_tfmot"] <= 1.0 else "misses"
+    return f"<=1.15x plain: {speed}; <= TFMOT: {tfmot}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per fit, short epochs")
+    parser.add_argument("--long-epochs", type=int, default=3, help="epochs per fit, long epochs")
+    parser.add_argument(
+        "--repeat", type=int, default=8, help="a long epoch is the training split this many times"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", default="tensorflow")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -171,76 +210,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--input",
-        choices=("numpy", "tf.data"),
         default="numpy",
-        help="what fit reads: numpy arrays (Keras 3 builds its pipeline each epoch) or a "
-        "tf.data pipeline made once",
+        help="comma-separated: numpy (Keras 3 builds its pipeline each epoch) and/or tf.data "
+        "(one pipeline made once)",
     )
     parser.add_argument("--worker", choices=("keras", "tfmot"))
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.epochs, args.rounds)))
+        print(json.dumps(worker(args.worker, args.epochs, args.rounds, args.repeat,
+                                args.long_epochs)))  # fmt: skip
         return 0
-    settings = (args.epochs, args.rounds, args.backend, args.threads, args.input)
-    ours = run_worker("keras", *settings)
-    theirs = run_worker("tfmot", *settings)
+    sources = args.input.split(",")
+    unknown = set(sources) - {"numpy", "tf.data"}
+    if unknown:
+        parser.error(f"--input takes numpy and/or tf.data, not {sorted(unknown)}")
     rows = []
-    for name in MODELS:
-        a, b = ours[name], theirs[name]
-        rows.append(
-            {
-                "model": name,
-                "keras3_dense_s": a["dense"],
-                "ours_pruned_s": a["pruned"],
-                "tf_keras_dense_s": b["dense"],
-                "tfmot_pruned_s": b["pruned"],
-                "ours_ratio": a["pruned"] / a["dense"],
-                "tfmot_ratio": b["pruned"] / b["dense"],
-                "ours_vs_tfmot": a["pruned"] / b["pruned"],
-                "steps_per_epoch": a["steps"],
-                "ours_spe_pruned_s": a.get("pruned_spe"),
-                "ours_spe_vs_tfmot": a["pruned_spe"] / b["pruned"] if "pruned_spe" in a else None,
-                **{
-                    f"{who}_{part}_ms": 1e3 * run[f"{kind}_{part}"]
-                    for who, run, kind in (
-                        ("keras3", a, "dense"),
-                        ("ours", a, "pruned"),
-                        ("tf_keras", b, "dense"),
-                        ("tfmot", b, "pruned"),
-                    )
-                    for part in ("per_step", "per_epoch_fixed")
-                },
-            }
+    for source in sources:
+        rows += rows_for(
+            source, run_worker("keras", args, source), run_worker("tfmot", args, source)
         )
     if args.json:
-        print(json.dumps({"backend": args.backend, "input": args.input, "rows": rows}, indent=2))
+        print(json.dumps({"backend": args.backend, "rows": rows}, indent=2))
         return 0
-    print(f"backend {args.backend}, input {args.input}; median s/epoch (first epoch left out)")
-    header = ("model", "Keras 3", "ours", "ratio", "tf_keras", "TFMOT", "ratio", "ours/TFMOT")
-    print("{:<6} {:>9} {:>9} {:>6} {:>9} {:>9} {:>6} {:>10}".format(*header))
+    print(f"backend {args.backend} (TFMOT: tf_keras on tensorflow); median s/epoch over "
+          f"{args.rounds} rounds (first epoch of each fit left out)")  # fmt: skip
+    header = ("input", "model", "steps", "Keras 3", "ours", "ratio", "tf_keras", "TFMOT",
+              "ratio", "ours/TFMOT", "k3/tfk")  # fmt: skip
+    line = "{:<8} {:<5} {:>5} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>10} {:>6}"
+    print(line.format(*header))
     for r in rows:
-        print(
-            f"{r['model']:<6} {r['keras3_dense_s']:>9.3f} {r['ours_pruned_s']:>9.3f} "
-            f"{r['ours_ratio']:>6.2f} {r['tf_keras_dense_s']:>9.3f} {r['tfmot_pruned_s']:>9.3f} "
-            f"{r['tfmot_ratio']:>6.2f} {r['ours_vs_tfmot']:>10.2f}"
-        )
+        print(line.format(
+            r["input"], r["model"], r["steps_per_epoch"], f"{r['keras3_dense_s']:.3f}",
+            f"{r['ours_pruned_s']:.3f}", f"{r['ours_ratio']:.2f}", f"{r['tf_keras_dense_s']:.3f}",
+            f"{r['tfmot_pruned_s']:.3f}", f"{r['tfmot_ratio']:.2f}", f"{r['ours_vs_tfmot']:.2f}",
+            f"{r['keras3_vs_tf_keras']:.2f}",
+        ))  # fmt: skip
+    print()
     for r in rows:
+        spe = ""
         if r["ours_spe_pruned_s"] is not None:
-            print(
-                f"{r['model']}: ours with steps_per_execution={SPE} "
-                f"{r['ours_spe_pruned_s']:.3f} s/epoch, {r['ours_spe_vs_tfmot']:.2f}x TFMOT's "
-                "default fit"
-            )
-    print(
-        f"\nwhere an epoch's time goes (epochs of 1x and {LONG}x the steps): per-step ms "
-        "and the fixed per-epoch ms"
-    )
-    print("{:<6} {:>15} {:>15} {:>15} {:>15}".format("model", *WHO))
-    for r in rows:
-        cells = [
-            f"{r[f'{who}_per_step_ms']:6.2f} + {r[f'{who}_per_epoch_fixed_ms']:6.1f}" for who in WHO
-        ]
-        print("{:<6} {:>15} {:>15} {:>15} {:>15}".format(r["model"], *cells))
+            spe = (f"; ours with steps_per_execution={SPE}: {r['ours_spe_pruned_s']:.3f} s, "
+                   f"{r['ours_spe_vs_tfmot']:.2f}x TFMOT")  # fmt: skip
+        print(f"{r['input']} {r['model']} {r['steps_per_epoch']} steps: {verdict(r)}{spe}")
+    print("\nwhere an epoch's time goes: per-step ms + fixed per-epoch ms")
+    print("{:<8} {:<5} {:>15} {:>15} {:>15} {:>15}".format("input", "model", *WHO))
+    print("\n".join(per_step_split(rows)))
     return 0
 
 
