@@ -13,7 +13,8 @@ stripped file is laid out as tf_keras writes `strip_pruning(model)`:
   Stripped: the inner tree moves to the key Keras gives its class (`layers/dense`); all keys of
   the container are replayed from the stripped config, as unwrapping renumbers them.
 
-Each mask is folded into its weight (weight * mask, as TFMOT's `weight_mask_op` does). Every other
+Each mask is folded into its weight (weight * mask, as TFMOT's `weight_mask_op` does; the
+wrapper, the fold and the copier that applies it are formats/tfmot_fold.py). Every other
 group, attribute and member (optimizer state, metrics, metadata) is copied unchanged: wrappers add
 no trainable variables, so the optimizer's slots still match the stripped weights.
 """
@@ -23,8 +24,6 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -35,12 +34,19 @@ from sparseprune.formats import archive as zipped
 from sparseprune.formats.config import LayerTree, build_tree
 from sparseprune.formats.h5safe import read_array, reading
 from sparseprune.formats.legacy_h5 import string_list_attr
-from sparseprune.formats.model import FORMAT_KERAS, TensorInfo
+from sparseprune.formats.model import FORMAT_KERAS
 from sparseprune.formats.reader import ModelFile
+from sparseprune.formats.tfmot_fold import (
+    WRAPPER_CLASS,
+    WRAPPER_ROLES,
+    Fold,
+    MaskFolder,
+    Wrapper,
+    pick_in_order,
+)
 from sparseprune.formats.varstore import LAYER_LISTS, natural_key, storage_keys
 from sparseprune.formats.writer import (
     Member,
-    TreeCopier,
     copied_member,
     copy_attrs,
     create_group,
@@ -49,45 +55,9 @@ from sparseprune.formats.writer import (
 )
 from sparseprune.layers.slots import is_prunable
 
-WRAPPER_CLASS = "PruneLowMagnitude"
-WRAPPER_ROLES = frozenset({"mask", "threshold", "pruning_step"})
 # HDF5 keeps attributes in a 64 KiB object header; tf_keras splits longer name lists (name0, ...).
 ATTR_LIMIT = 64512
 _VAR_SUFFIX = re.compile(r":\d+$")
-
-
-@dataclass(frozen=True)
-class Wrapper:
-    """A `PruneLowMagnitude` layer of the config and the layer it wraps."""
-
-    scope: tuple[str, ...]  # the nested models holding it; () at the top level
-    name: str  # prune_low_magnitude_dense
-    inner_name: str  # dense
-    inner_class: str | None
-
-    @property
-    def path(self) -> str:
-        return "/".join((*self.scope, self.name))
-
-    @property
-    def layer(self) -> str:
-        return "/".join((*self.scope, self.inner_name))
-
-
-@dataclass(frozen=True)
-class Fold:
-    """A weight its mask was folded into; paths address datasets in the weights HDF5 files."""
-
-    wrapper: Wrapper
-    source_path: str
-    mask_path: str
-    output_path: str
-    masked: int  # weights the mask sets to zero
-
-
-def fold_mask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """weight * mask in the weight's dtype: exactly what TFMOT's `weight_mask_op` assigns."""
-    return np.asarray(values * mask, dtype=values.dtype)
 
 
 def write_stripped(
@@ -99,66 +69,13 @@ def write_stripped(
     return _write_legacy(model, target, config, wrappers)
 
 
-class _Folder:
-    """Copies HDF5 objects; weights registered with `add` are written multiplied by their mask."""
-
-    def __init__(self, label: str, compress: bool) -> None:
-        self.label = label
-        self.folds: list[Fold] = []
-        self._masks: dict[str, np.ndarray] = {}
-        self._tensors: dict[str, TensorInfo] = {}
-        self.copier = TreeCopier(self._tensors, self._fold, False, None, label)
-        self.copier.compress = compress
-
-    def add(
-        self, wrapper: Wrapper, weight: h5py.Dataset, mask: h5py.Dataset, output_path: str
-    ) -> None:
-        with reading(self.label, f"dataset '{mask.name}'"):
-            values = read_array(mask)
-        if values.shape != weight.shape or not np.isin(values, (0, 1)).all():
-            raise InputError(
-                f"{self.label}: the mask of '{wrapper.layer}' is not a 0/1 array of the weight's "
-                f"shape {weight.shape}; refusing to fold it."
-            )
-        path = weight.name.lstrip("/")
-        self._masks[path] = values
-        self._tensors[path] = TensorInfo(
-            path, wrapper.layer, wrapper.inner_class, "", weight.shape, str(weight.dtype)
-        )
-        masked = int(np.count_nonzero(values == 0))
-        self.folds.append(Fold(wrapper, path, mask.name.lstrip("/"), output_path, masked))
-
-    def _fold(self, tensor: TensorInfo, values: np.ndarray) -> np.ndarray:
-        return fold_mask(values, self._masks.pop(tensor.path))
-
-    def copy(self, item: h5py.HLObject, dest: h5py.Group, name: str) -> None:
-        self.copier.copy_item(item, dest, name)
-
-
-def _pick_in_order(
-    count: int, tests: Sequence[Callable[[int], bool]], wrapper: Wrapper, label: str
-) -> list[int]:
-    """For each test in turn, the first candidate after the previous pick that passes it."""
-    picks: list[int] = []
-    for test in tests:
-        start = picks[-1] + 1 if picks else 0
-        found = next((i for i in range(start, count) if test(i)), None)
-        if found is None:
-            raise InputError(
-                f"{label}: cannot tell which weight of '{wrapper.layer}' each pruning mask "
-                "belongs to; unsupported wrapper layout."
-            )
-        picks.append(found)
-    return picks
-
-
 # --------------------------------------------------------------------------- legacy .h5
 
 
 def _write_legacy(
     model: ModelFile, target: Path, config: dict, wrappers: list[Wrapper]
 ) -> list[Fold]:
-    folder = _Folder(model.path, compress=True)
+    folder = MaskFolder(model.path, compress=True)
     with new_h5(target) as out:
         copy_attrs(model.weights, out, model.path)
         out.attrs["model_config"] = json.dumps(config)
@@ -171,7 +88,7 @@ def _write_legacy(
 
 
 def _strip_model_weights(
-    source: h5py.Group, dest: h5py.Group, wrappers: list[Wrapper], folder: _Folder
+    source: h5py.Group, dest: h5py.Group, wrappers: list[Wrapper], folder: MaskFolder
 ) -> None:
     """Rename top-level wrapper groups to their inner layer; strip wrappers in nested models."""
     copy_attrs(source, dest, folder.label)
@@ -192,7 +109,7 @@ def _strip_layer_group(
     dest: h5py.Group,
     wrappers: list[Wrapper],
     is_wrapper: bool,
-    folder: _Folder,
+    folder: MaskFolder,
 ) -> None:
     """Copy one layer group's weights without the wrappers' own, masks folded in."""
     copy_attrs(source, dest, folder.label)
@@ -214,7 +131,7 @@ def _strip_layer_group(
         folder.copier.copy_dataset(source[name], parent, name.rsplit("/", 1)[-1])
 
 
-def _legacy_masks(own: list[str], wrapper: Wrapper, folder: _Folder) -> list[str]:
+def _legacy_masks(own: list[str], wrapper: Wrapper, folder: MaskFolder) -> list[str]:
     """The mask names among a wrapper's own: (mask, threshold) per prunable weight, then step."""
     roles = [_role(n) for n in own]
     pairs = (len(roles) - 1) // 2
@@ -236,7 +153,7 @@ def _pair_legacy(
     prunable = [i for i, n in enumerate(inner) if is_prunable(wrapper.inner_class, _role(n))]
     if [shapes[i] for i in prunable] != [m.shape for m in masks]:
         tests = [lambda i, s=m.shape: shapes[i] == s for m in masks]
-        prunable = _pick_in_order(len(inner), tests, wrapper, label)
+        prunable = pick_in_order(len(inner), tests, wrapper, label)
     return [inner[i] for i in prunable]
 
 
@@ -284,7 +201,7 @@ def _write_archive(
     model: ModelFile, target: Path, config: dict, wrappers: list[Wrapper]
 ) -> list[Fold]:
     assert model.archive is not None and model.tree is not None  # a .keras file has both
-    folder = _Folder(model.path, compress=False)
+    folder = MaskFolder(model.path, compress=False)
     by_path = {w.path: w for w in wrappers}
     new_tree = build_tree(config, model.path)
     with tempfile.TemporaryDirectory(prefix="sparseprune-") as scratch:
@@ -310,7 +227,7 @@ def _copy_container(
     old: LayerTree,
     new: LayerTree,
     wrappers: dict[str, Wrapper],
-    folder: _Folder,
+    folder: MaskFolder,
 ) -> None:
     """Copy a model's (or a layer's) group; its `layers` list is rebuilt under new keys."""
     copy_attrs(source, dest, folder.label)
@@ -327,7 +244,7 @@ def _copy_layers(
     old: LayerTree,
     new: LayerTree,
     wrappers: dict[str, Wrapper],
-    folder: _Folder,
+    folder: MaskFolder,
 ) -> None:
     """Each layer's group moves from its old key to the key Keras gives it after unwrapping."""
     copy_attrs(source, dest, folder.label)
@@ -347,7 +264,9 @@ def _copy_layers(
             _copy_container(item, group, old_child, new_child, wrappers, folder)
 
 
-def _unwrap_group(source: h5py.Group, dest: h5py.Group, wrapper: Wrapper, folder: _Folder) -> None:
+def _unwrap_group(
+    source: h5py.Group, dest: h5py.Group, wrapper: Wrapper, folder: MaskFolder
+) -> None:
     """`<key>/layer/...` becomes the group itself, masks folded; `<key>/vars` is dropped."""
     inner, own = source.get("layer"), source.get("vars")
     if not isinstance(inner, h5py.Group) or not isinstance(own, h5py.Group) or len(source) != 2:
@@ -358,7 +277,7 @@ def _unwrap_group(source: h5py.Group, dest: h5py.Group, wrapper: Wrapper, folder
     copies, masks = _keras_wrapper_vars(own, wrapper, folder.label)
     candidates = _datasets(inner)
     tests = [lambda i, c=copy: _same_values(candidates[i], c, folder.label) for copy in copies]
-    picks = _pick_in_order(len(candidates), tests, wrapper, folder.label)
+    picks = pick_in_order(len(candidates), tests, wrapper, folder.label)
     for mask, index in zip(masks, picks, strict=True):
         relative = candidates[index].name[len(inner.name) :]
         folder.add(wrapper, candidates[index], mask, f"{dest.name}{relative}".lstrip("/"))

@@ -132,7 +132,7 @@ CHANNEL_FACTS: dict[str, ChannelFacts] = {
     "Flatten": ChannelFacts("flatten"),
     "Reshape": ChannelFacts("reshape"),
     # Over other axes (not the channels) each channel is normalized alone; over the channels,
-    # `graph.layer_problem` stops with the reason (mean and variance mix every channel).
+    # `layer_rules.layer_problem` stops with the reason (mean and variance mix every channel).
     "LayerNormalization": ChannelFacts("pass", constant="layernorm"),
     "LayerScale": ChannelFacts(  # keras.applications.convnext: x * gamma per channel
         "pass", channel_roles=("gamma",), channel_keys=("projection_dim",), constant="scale"

@@ -25,7 +25,8 @@ from sparseprune.formats import ModelFile, open_model
 from sparseprune.formats.atomic import atomic_path, check_output_path
 from sparseprune.formats.h5safe import read_array
 from sparseprune.formats.model import FORMAT_H5, FORMAT_KERAS
-from sparseprune.formats.tfmot_unwrap import WRAPPER_CLASS, Fold, Wrapper, fold_mask, write_stripped
+from sparseprune.formats.tfmot_fold import WRAPPER_CLASS, Fold, Wrapper, fold_mask
+from sparseprune.formats.tfmot_unwrap import write_stripped
 from sparseprune.schema import JsonResult
 
 SUFFIXES = {FORMAT_KERAS: (".keras",), FORMAT_H5: (".h5", ".hdf5")}
