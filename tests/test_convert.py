@@ -22,9 +22,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from clirun import invoke
 
-from sparseprune.cli import app
 from sparseprune.formats import open_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,22 +33,10 @@ KERAS3 = ("k3_custom",)
 CUSTOM = {"tk_custom": "tf_keras", "k3_custom": "keras"}
 # TFMOT's registry prunes these in the conv model (not DepthwiseConv2D, BN, PReLU, biases).
 CONV_PRUNED = {"c/kernel", "ct/kernel", "sep/pointwise_kernel", "head/kernel"}
-runner = CliRunner()
 
 
 def _other(suffix: str) -> str:
     return ".h5" if suffix == ".keras" else ".keras"
-
-
-def _invoke(*args: str) -> tuple[int, dict | None, str]:
-    result = runner.invoke(app, [*args, "--json"])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    try:
-        data = json.loads(result.stdout) if result.stdout.strip() else None
-    except ValueError:
-        data = None
-    return result.exit_code, data, f"{result.stdout}{result.stderr}"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +70,7 @@ def runs(built: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPathFactor
     manifest: list[dict] = []
     for name, reference in OLDER.items():
         target = out / f"older_{name}{_other(Path(name).suffix)}"
-        records[f"older:{name}"] = _invoke("prune", str(fixture_dir / name), "-o", str(target),
+        records[f"older:{name}"] = invoke("prune", str(fixture_dir / name), "-o", str(target),
                                            "--target", "0")  # fmt: skip
         manifest.append({"path": str(target), "reference": str(fixture_dir / reference),
                          "library": "tf_keras", "key": f"older:{name}"})  # fmt: skip
@@ -91,7 +78,7 @@ def runs(built: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPathFactor
         library = "keras" if stem in KERAS3 else "tf_keras"
         for suffix in (".keras", ".h5"):
             source, target = built / f"{stem}{suffix}", out / f"{stem}{suffix}{_other(suffix)}"
-            records[f"{stem}{suffix}"] = _invoke("prune", str(source), "-o", str(target),
+            records[f"{stem}{suffix}"] = invoke("prune", str(source), "-o", str(target),
                                                  "--target", "0")  # fmt: skip
             manifest.append({"path": str(target), "reference": str(source), "library": library})
             if stem in CUSTOM:
@@ -102,7 +89,7 @@ def runs(built: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPathFactor
     manifest.append({"path": str(out / "sequential.keras.h5"), "library": "keras",
                      "reference": str(built / "sequential.h5"), "key": "keras3"})  # fmt: skip
     pruned = out / "conv_pruned.keras"
-    records["pruned"] = _invoke(
+    records["pruned"] = invoke(
         "prune", str(built / "conv.h5"), "-o", str(pruned), "--target", "0.5"
     )
     manifest.append(
@@ -110,13 +97,13 @@ def runs(built: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPathFactor
     )
     for suffix in (".keras", ".h5"):
         source, target = built / f"tfmot{suffix}", out / f"tfmot{suffix}{_other(suffix)}"
-        records[f"tfmot{suffix}"] = _invoke("prune", str(source), "-o", str(target),
+        records[f"tfmot{suffix}"] = invoke("prune", str(source), "-o", str(target),
                                             "--target", "0")  # fmt: skip
         manifest.append({"path": str(target), "reference": str(source), "library": "tf_keras",
                          "tfmot": True})  # fmt: skip
     stripped = out / "tfmot_stripped.h5"
-    records["strip"] = _invoke("strip", str(built / "tfmot.h5"), "-o", str(stripped))
-    records["stripped"] = _invoke("prune", str(stripped), "-o", str(out / "tfmot_stripped.keras"),
+    records["strip"] = invoke("strip", str(built / "tfmot.h5"), "-o", str(stripped))
+    records["stripped"] = invoke("prune", str(stripped), "-o", str(out / "tfmot_stripped.keras"),
                                   "--target", "0")  # fmt: skip
     manifest.append({"path": str(out / "tfmot_stripped.keras"), "reference": str(stripped),
                      "library": "tf_keras"})  # fmt: skip
@@ -207,7 +194,7 @@ def test_custom_layer_with_sub_layer_named_alike_refused_before_writing(
             names = [t.name for t in model.model_tensors if t.layer == "block"]
         assert names == ["block/var0", "block/inner/var0", "block/inner/var1"]
         target = tmp_path / f"block{_other(suffix)}"
-        code, _, output = _invoke(
+        code, _, output = invoke(
             "prune", str(built / f"k3_block{suffix}"), "-o", str(target), "--target", "0"
         )
         assert code == 2 and not target.exists(), output
@@ -245,7 +232,7 @@ def test_files_from_other_keras_versions_refused(built: Path, tmp_path: Path) ->
     with h5py.File(old, "r+") as f:
         f.attrs["keras_version"] = "1.2.2"
     target = tmp_path / "keras1.keras"
-    code, _, output = _invoke("prune", str(old), "-o", str(target), "--target", "0")
+    code, _, output = invoke("prune", str(old), "-o", str(target), "--target", "0")
     assert code == 2 and not target.exists() and "written by Keras 1.2.2" in output
 
 
@@ -254,6 +241,6 @@ def test_conversion_is_deterministic(built: Path, tmp_path: Path) -> None:
         first, second = tmp_path / f"a{_other(suffix)}", tmp_path / f"b{_other(suffix)}"
         for target in (first, second):
             source = str(built / f"rnn{suffix}")
-            code, _, output = _invoke("prune", source, "-o", str(target), "--target", "0")
+            code, _, output = invoke("prune", source, "-o", str(target), "--target", "0")
             assert code == 0, output
         assert first.read_bytes() == second.read_bytes()

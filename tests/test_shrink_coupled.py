@@ -10,22 +10,22 @@ and `count_params()`, never from the tool's own report.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+from conftest import FIXTURES, KERAS_ENV
 
 SCRIPT = r"""
-import json, shutil, sys
+import json, sys
 from pathlib import Path
+sys.path.insert(0, sys.argv[-1])  # tests/fixtures
+from shrink_spy import keep_zeroed
 import numpy as np
 import keras
 from keras.src.applications.convnext import LayerScale
 L = keras.layers
-from sparseprune.prune import prune_model, structured
+from sparseprune.prune import prune_model
 from sparseprune.prune.recipes import PruneSpec
 from sparseprune.numeric.schedule import TrainSpec
 
@@ -108,13 +108,7 @@ def layernorm(suffix=""):
                                    L.Dense(4, name="d2")(over_time)])
     return keras.Model(i, L.Dense(3, name="head")(L.Flatten(name="flat")(h)))
 
-spied = {}
-original = structured.shrink_into
-def spy(zeroed, target, force, label):
-    spied[str(target)] = out / ("zeroed_" + Path(target).name)
-    shutil.copy(zeroed, spied[str(target)])
-    return original(zeroed, target, force, label)
-structured.shrink_into = spy
+spied = keep_zeroed(out)  # str(target) -> the zeroed file shrink read
 
 UNIT_AXIS = {"Conv2DTranspose": -2}
 def units(model):
@@ -186,7 +180,8 @@ print("REPORT" + json.dumps(report))
 def runs(tmp_path_factory: pytest.TempPathFactory, needs_tensorflow: None) -> dict:
     out = tmp_path_factory.mktemp("shrink_coupled")
     run = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out)], env=ENV, capture_output=True, text=True,
+        [sys.executable, "-c", SCRIPT, str(out), str(FIXTURES)], env=KERAS_ENV,
+        capture_output=True, text=True,
         timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

@@ -12,22 +12,22 @@ columns, unit counts, parameter counts) come from Keras's own `get_weights()` th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+from conftest import FIXTURES, KERAS_ENV
 
 ZOO = r"""
-import json, shutil, sys
+import json, sys
 from pathlib import Path
+sys.path.insert(0, sys.argv[-1])  # tests/fixtures
+from shrink_spy import keep_zeroed
 import numpy as np
 import keras
 L = keras.layers
-from sparseprune.prune import prune_model, structured
+from sparseprune.prune import prune_model
 from sparseprune.prune.recipes import PruneSpec
 from sparseprune.shrink.shrinking import shrink_model
 
@@ -79,13 +79,7 @@ def tf_lstm():
                                 T.LSTM(5), T.Dense(3)])
 tf_models = {"tf_cnn.h5": tf_cnn, "tf_cnn.keras": tf_cnn, "tf_lstm.h5": tf_lstm}
 
-spied = {}
-original = structured.shrink_into
-def spy(zeroed, target, force, label):
-    spied[str(target)] = out / ("zeroed_" + Path(target).name)
-    shutil.copy(zeroed, spied[str(target)])
-    return original(zeroed, target, force, label)
-structured.shrink_into = spy
+spied = keep_zeroed(out)  # str(target) -> the zeroed file shrink read
 
 def units(model):
     found = {}
@@ -141,8 +135,8 @@ print("REPORT" + json.dumps(report))
 def zoo(tmp_path_factory: pytest.TempPathFactory, zoo_dir: Path) -> dict:
     out = tmp_path_factory.mktemp("shrink_zoo")
     run = subprocess.run(
-        [sys.executable, "-c", ZOO, str(out), str(zoo_dir)], env=ENV, capture_output=True,
-        text=True, timeout=1200,
+        [sys.executable, "-c", ZOO, str(out), str(zoo_dir), str(FIXTURES)], env=KERAS_ENV,
+        capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.split("REPORT", 1)[1])

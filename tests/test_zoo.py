@@ -27,16 +27,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from clirun import invoke
 
-from sparseprune.cli import app
 from sparseprune.formats import open_model
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 CHECKER = FIXTURES / "zoo_check.py"
 TARGET = 0.5
-runner = CliRunner()
 
 # Files stock Keras 3 cannot load back (tf_keras Functional `.keras`, TFMOT wrappers): loaded
 # with tf_keras in the check process instead, or (TFMOT) only inspected.
@@ -81,21 +79,6 @@ def zoo(zoo_dir: Path) -> dict:
     return json.loads((zoo_dir / "zoo.json").read_text())
 
 
-def _invoke(*args: str) -> tuple[int, dict | None, str]:
-    result = runner.invoke(app, [*args, "--json"])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    try:
-        data = json.loads(result.stdout) if result.stdout.strip() else None
-    except ValueError:
-        data = None
-    try:
-        errors = result.stderr
-    except ValueError:  # older Click mixes stderr into output
-        errors = ""
-    return result.exit_code, data, f"{result.output}{errors}"
-
-
 def _other(suffix: str) -> str:
     return ".h5" if suffix == ".keras" else ".keras"
 
@@ -126,11 +109,11 @@ def runs(zoo_dir: Path, zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> 
     for name in _files():
         source, entry = zoo_dir / name, zoo[name]
         library = "tf_keras" if entry["family"] in TF_KERAS else "keras"
-        record: dict = {"inspect": _invoke("inspect", str(source))}
+        record: dict = {"inspect": invoke("inspect", str(source))}
         for run in _runs_of(name):
             target = _output(out, name, run)
             target_ratio = "0" if run == "convert" else str(TARGET)
-            record[run] = _invoke("prune", str(source), "-o", str(target), "--target", target_ratio)
+            record[run] = invoke("prune", str(source), "-o", str(target), "--target", target_ratio)
             record[f"{run}_path"], record[f"{run}_exists"] = str(target), target.exists()
             if target.exists() and name not in UNLOADED:
                 manifest.append({"path": str(target), "reference": str(source),
