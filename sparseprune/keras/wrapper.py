@@ -168,15 +168,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def _masked_call(self, inputs: Any, **kwargs: Any) -> Any:
         """Call the wrapped layer seeing `w * mask` for each pruned `w`."""
-        masked = {id(w): _masked_value(w, m) for w, m, _ in self.pairs}
         outer = in_stateless_scope()
+        if self._direct and not outer and get_keras_mask(inputs) is None:
+            return self._direct_masked_call(inputs, kwargs)
+        masked = {id(w): _masked_value(w, m) for w, m, _ in self.pairs}
         variables = self.layer.variables
         mapping = [(v, masked.get(id(v), v.value)) for v in variables if outer or id(v) in masked]
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            if self._direct and get_keras_mask(inputs) is None:
-                outputs = self.layer.call(inputs, **self._direct_kwargs(kwargs))
-            else:
-                outputs = self.layer(inputs, **kwargs)
+            outputs = self.layer(inputs, **kwargs)
         given = {id(k): value for k, value in mapping}
         for v in variables:  # carry the wrapped layer's own updates (e.g. statistics) out
             value = scope.get_current_value(v)
@@ -185,6 +184,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for loss in scope.losses:
             self.add_loss(loss)
         return outputs
+
+    def _direct_masked_call(self, inputs: Any, kwargs: dict) -> Any:
+        """The PyTorch fast path (see `_calls_directly`): a built-in kernel layer's `call`
+        updates no variable and adds no loss, and it was built with all its variables, so
+        the scope maps only the masked weights and nothing is carried out of it."""
+        mapping = [(w, _masked_value(w, m)) for w, m, _ in self.pairs]
+        with keras.StatelessScope(state_mapping=mapping, initialize_variables=False):
+            return self.layer.call(inputs, **self._direct_kwargs(kwargs))
 
     def _direct_kwargs(self, kwargs: dict) -> dict:
         if self.layer._call_has_training_arg:
