@@ -11,9 +11,10 @@ per epoch of each fit (first epoch of each fit, which traces, left out), and the
     ours / tfmot = our pruning epoch / TFMOT's pruning epoch                      (goal <= 1)
     k3 / tfk = plain Keras 3 epoch / plain tf_keras epoch (what Keras 3 itself costs)
 
-Each library runs in its own subprocess (importing TFMOT flips a process to tf_keras); inside one
-process the dense and pruned fits alternate round by round, so load on the machine hits both
-alike. The per-step and fixed per-epoch costs come from the two epoch lengths.
+Each library runs in its own subprocess (importing TFMOT flips a process to tf_keras), one per
+round, the two libraries alternating; inside one the plain and pruned fits alternate, so a change
+of load on the machine hits all four alike. The per-step and fixed per-epoch costs come from
+the two epoch lengths.
 
     python benchmarks/keras_api_speed.py [--epochs 6] [--long-epochs 3] [--repeat 8]
         [--rounds 3] [--backend tensorflow] [--input numpy,tf.data] [--threads N] [--json]
@@ -124,10 +125,26 @@ def worker(library: str, epochs: int, rounds: int, repeat: int, long_epochs: int
                     used = [sparsity.UpdatePruningStep()] if kind != "dense" else []
                     got = epoch_times(model, xs, ys, count, used)
                     times[kind, n].extend(got[1:])
-        out[name] = {
-            f"{kind}@{n}": statistics.median(times[kind, n]) for kind in kinds for n in lengths
-        }
+        out[name] = {f"{kind}@{n}": times[kind, n] for kind in kinds for n in lengths}
     return out
+
+
+def interleaved(args: argparse.Namespace, source: str) -> tuple[dict, dict]:
+    """Both libraries' epoch times, one worker process per library and round, alternating, so
+    a change of load on the machine hits both alike; medians over all rounds."""
+    runs: dict = {"keras": [], "tfmot": []}
+    for _ in range(args.rounds):
+        for library in runs:
+            runs[library].append(run_worker(library, args, source))
+    merged = []
+    for results in runs.values():
+        out = {"steps": results[0]["steps"]}
+        for name in MODELS:
+            keys = results[0][name]
+            out[name] = {key: statistics.median(t for r in results for t in r[name][key])
+                         for key in keys}  # fmt: skip
+        merged.append(out)
+    return merged[0], merged[1]
 
 
 def run_worker(library: str, args: argparse.Namespace, source: str) -> dict:
@@ -140,8 +157,9 @@ def run_worker(library: str, args: argparse.Namespace, source: str) -> dict:
         threads = str(args.threads)
         env.update({"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads})
     command = [sys.executable, __file__, "--worker", library]
-    for option in ("epochs", "long_epochs", "repeat", "rounds"):
+    for option in ("epochs", "long_epochs", "repeat"):
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    command += ["--rounds", "1"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode:
         raise SystemExit(f"{library} worker failed:\n{result.stderr[-3000:]}")
@@ -226,9 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--input takes numpy and/or tf.data, not {sorted(unknown)}")
     rows = []
     for source in sources:
-        rows += rows_for(
-            source, run_worker("keras", args, source), run_worker("tfmot", args, source)
-        )
+        rows += rows_for(source, *interleaved(args, source))
     if args.json:
         print(json.dumps({"backend": args.backend, "rows": rows}, indent=2))
         return 0
