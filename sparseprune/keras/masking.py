@@ -117,14 +117,56 @@ def m_by_n_mask(values: Any, zeros: int, group: int) -> Any:
     return ops.moveaxis(ops.reshape(keep, shape), -1, -2)
 
 
-def unit_mask(values: Any, sparsity: Any) -> Any:
-    """Prune whole output units (last axis) with the smallest L2 norms of their slices."""
+def unit_mask(values: Any, sparsity: Any, axis: int = -1) -> Any:
+    """Prune whole output units (along `axis`) with the smallest L2 norms of their slices."""
+    moved = ops.moveaxis(values, axis, -1)
+    keep = smallest_mask(unit_norms(moved), prune_count(int(moved.shape[-1]), sparsity))
+    return ops.moveaxis(ops.broadcast_to(keep, moved.shape), -1, axis)
+
+
+def unit_norms(values: Any) -> Any:
+    """L2 norm of each unit (last axis) as float32, NaN mapped to +inf (never pruned)."""
     units = int(values.shape[-1])
     flat = ops.reshape(ops.cast(values, "float32"), (-1, units))
     norms = ops.sqrt(ops.sum(flat * flat, axis=0))
-    norms = ops.where(ops.isnan(norms), float("inf"), norms)
-    keep = smallest_mask(norms, prune_count(units, sparsity))
-    return ops.broadcast_to(keep, values.shape)
+    return ops.where(ops.isnan(norms), float("inf"), norms)
+
+
+def tied_unit_masks(
+    members: Sequence[tuple[Any, Sequence[int], int]], blocked: Sequence[int], sparsity: Any
+) -> list[Any]:
+    """Units tied across kernels, pruned together (`sparseprune.numeric.tied` in keras.ops).
+
+    `members` holds (values, class id of each unit, unit axis) per kernel. A class scores the
+    root mean square of its members' unit norms; the `sparsity` share of all classes with the
+    lowest scores (ties: lower class id) is pruned in every member; blocked classes never are.
+    The caller makes sure no member can lose all of its units (`tied.never_empties`).
+    """
+    count = 1 + max(max(ids) for _, ids, _ in members)
+    total = ops.zeros((count,), "float32")
+    size = np.zeros(count, "float32")
+    for values, ids, axis in members:
+        one_hot = np.eye(count, dtype="float32")[np.asarray(ids)]  # units x classes
+        norms = unit_norms(ops.moveaxis(values, axis, -1))
+        total = total + ops.matmul(norms * norms, ops.convert_to_tensor(one_hot))
+        size += one_hot.sum(axis=0)
+    rms = ops.sqrt(total / ops.convert_to_tensor(np.maximum(size, 1)))
+    never = np.zeros(count, bool)
+    never[list(blocked)] = True
+    scores = ops.where(ops.logical_or(ops.convert_to_tensor(never), ops.isnan(rms)),
+                       float("inf"), rms)  # fmt: skip
+    chosen = ops.logical_and(
+        ops.less(ranks(scores), prune_count(count, sparsity)),
+        ops.logical_not(ops.isinf(scores)),
+    )
+    keep = ops.cast(ops.logical_not(chosen), "float32")
+    out = []
+    for values, ids, axis in members:
+        mine = ops.take(keep, ops.convert_to_tensor(np.asarray(ids, "int32")))
+        moved = [d for i, d in enumerate(values.shape) if i != axis % len(values.shape)]
+        spread = ops.broadcast_to(mine, (*moved, len(ids)))
+        out.append(ops.moveaxis(spread, -1, axis))
+    return out
 
 
 def threshold_mask(values: Any, threshold: float) -> Any:

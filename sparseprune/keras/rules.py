@@ -13,8 +13,8 @@ from typing import Any
 
 from sparseprune.keras.schedules import PruningSchedule, deserialize, serialize
 
-METHODS = ("magnitude", "units", "fixed", "threshold", "global", "global_units")
-GLOBAL_METHODS = ("global", "global_units")
+METHODS = ("magnitude", "units", "fixed", "threshold", "global", "global_units", "tied_units")
+POOLED_METHODS = ("global", "global_units", "tied_units")  # ranked with other members
 
 # Keras 3 class -> attribute paths of the variables TFMOT prunes by default.
 PRUNABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -83,11 +83,16 @@ class WeightRule:
     threshold: float | None = None
     pool: str | None = None  # global pools: a name shared by the member rules
     cap: float | None = None  # most this variable may give up in a pool (fraction)
+    unit_axis: int = -1  # units, tied_units: the output-unit axis (-2: transposed conv)
+    classes: tuple[int, ...] | None = None  # tied_units: class id of each unit in the pool
+    blocked: tuple[int, ...] = ()  # tied_units: classes never pruned (shared outside the pool)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"rule method must be one of {', '.join(METHODS)}, got {self.method}")
-        if self.method in GLOBAL_METHODS and not self.pool:
+        if self.method == "tied_units" and self.classes is None:
+            raise ValueError("a 'tied_units' rule needs classes=(class id of each unit).")
+        if self.method in POOLED_METHODS and not self.pool:
             # No default pool: one shared by every nameless rule would rank the weights of
             # unrelated models together (prune_low_magnitude names one pool per call).
             raise ValueError(
@@ -105,7 +110,7 @@ class WeightRule:
         config = dict(config)
         if config.get("schedule") is not None:
             config["schedule"] = deserialize(config["schedule"])
-        for key in ("block", "m_by_n"):
+        for key in ("block", "m_by_n", "classes", "blocked"):
             if config.get(key) is not None:
                 config[key] = tuple(config[key])
         return cls(**config)

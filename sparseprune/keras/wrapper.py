@@ -269,7 +269,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if rule.method == "magnitude":
             keep = self._magnitude(values, rule, sparsity)
         elif rule.method == "units":
-            keep = masking.unit_mask(values, sparsity)
+            keep = masking.unit_mask(values, sparsity, rule.unit_axis)
+        elif rule.method == "tied_units":
+            keep = self._tied_share(weight, rule, sparsity)
         elif rule.method in ("global", "global_units"):
             keep = self._pool_share(weight, rule, sparsity)
         else:  # threshold only
@@ -311,6 +313,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             spread = masking.expand_blocks(ops.reshape(keep, grid), rule.block, shape)
             return ops.reshape(spread, weight.shape)
         return ops.reshape(keep, weight.shape)
+
+    def _tied_share(self, weight: Any, rule: WeightRule, sparsity: Any) -> Any:
+        """Rank the tied group's classes (identically in every member) and keep ours."""
+        assert rule.pool is not None and rule.classes is not None  # WeightRule checks both
+        members, mine = [], 0
+        for wrapper, name, _ in pool(rule.pool).live_members():
+            w, m, member_rule = wrapper.pair(name)
+            values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
+            members.append((values, member_rule.classes, member_rule.unit_axis))
+            mine = len(members) - 1 if w is weight else mine
+        return masking.tied_unit_masks(members, rule.blocked, sparsity)[mine]
 
     def pair(self, name: str) -> tuple[Any, Any, WeightRule]:
         for weight, mask, rule in self.pairs:
@@ -384,18 +397,11 @@ def _tensorflow_without_strategy() -> Any:
 def _pool_scores(values: Any, rule: WeightRule) -> Any:
     """What a pool ranks for one member: unit norms, block scores, or |w|."""
     if rule.method == "global_units":
-        return _unit_norms(values)
+        return masking.unit_norms(values)
     if rule.block is not None:
         squeezed = ops.reshape(values, [d for d in values.shape if d != 1])
         return masking.block_scores(squeezed, rule.block, rule.block_pooling)
     return masking.magnitude_scores(values)
-
-
-def _unit_norms(values: Any) -> Any:
-    units = int(values.shape[-1])
-    flat = ops.reshape(ops.cast(values, "float32"), (-1, units))
-    norms = ops.sqrt(ops.sum(flat * flat, axis=0))
-    return ops.where(ops.isnan(norms), float("inf"), norms)
 
 
 def _given_mask(values: np.ndarray, shape: Any) -> np.ndarray:

@@ -102,6 +102,8 @@ def _wrapped(model: Any, rules: MaskRules, variables: dict, train: TrainSpec, st
     from sparseprune.keras.wrapper import PruneLowMagnitude
 
     pools = {kind: f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("weights", "units", "blocks")}
+    ties = {r.tie.group for r in rules.rules if r.tie is not None}
+    pools.update({f"tie{group}": f"tie{group}-{uuid.uuid4().hex[:8]}" for group in ties})
     by_variable = {id(variables[r.name]): r for r in rules.rules}
     rules_by_layer: dict[int, dict[str, Any]] = {}
     for layer in _leaf_layers(model, _is_graph_model):
@@ -153,7 +155,7 @@ def _weight_rule(rule: TensorRule, rules: MaskRules, train: TrainSpec, steps, po
     common: dict[str, Any] = {"schedule": schedule, "threshold": rules.threshold}
     table: dict[str, dict[str, Any]] = {
         "target": {"method": "magnitude"},
-        "units": {"method": "units"},
+        "units": {"method": "units", "unit_axis": rule.unit_axis},
         "blocks": {"method": "magnitude", "block": rules.block, "block_pooling": pooling},
         "pattern": {"method": "magnitude", "m_by_n": rules.pattern},
         "mask": {"method": "fixed"},
@@ -168,6 +170,14 @@ def _weight_rule(rule: TensorRule, rules: MaskRules, train: TrainSpec, steps, po
             "block_pooling": pooling,
         },
     }
+    if rule.tie is not None:
+        table["tied_units"] = {
+            "method": "tied_units",
+            "pool": pools[f"tie{rule.tie.group}"],
+            "unit_axis": rule.unit_axis,
+            "classes": tuple(int(c) for c in rule.tie.classes),
+            "blocked": tuple(int(c) for c in np.flatnonzero(rule.tie.blocked)),
+        }
     if rule.method not in table:
         raise InputError(f"--method mask cannot train rule {rule.method} for {rule.name}.")
     return WeightRule(**common, **table[rule.method])

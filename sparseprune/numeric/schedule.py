@@ -17,6 +17,7 @@ from sparseprune.choices import Schedule, Strategy, parse_fields
 from sparseprune.errors import InputError
 from sparseprune.numeric.masks import (
     block_scores,
+    columns,
     expand_blocks,
     global_block_cut,
     global_block_positions,
@@ -31,6 +32,7 @@ from sparseprune.numeric.masks import (
     unit_positions,
 )
 from sparseprune.numeric.stats import exact_threshold
+from sparseprune.numeric.tied import Tie, choose_classes, class_scores
 
 # TFMOT's default frequency (100 steps) never prunes a short run on a small dataset. We update the
 # masks several times per epoch and finish pruning half-way, leaving the second half of the run to
@@ -127,11 +129,13 @@ class TensorRule:
 
     name: str
     # "target" | "global" | "pattern" | "mask" | "threshold" | "units" | "global_units"
-    # | "blocks" | "global_blocks"
+    # | "blocks" | "global_blocks" | "tied_units"
     method: str
     target: float | None = None
     cap: float | None = None
     fixed: np.ndarray | None = None  # from --mask: 0 = pruned, kept fixed through training
+    unit_axis: int = -1  # units and tied_units: the output-unit axis (-2: transposed conv)
+    tie: Tie | None = None  # tied_units: this kernel's classes in its group of tied units
 
 
 @dataclass(frozen=True)
@@ -156,8 +160,9 @@ def pruned_positions(
             kept = np.where(below, 0, current)
             chosen = smallest_positions(kept, prune_count(current.size, progress(rule.target)))
         elif rule.method == "units" and rule.target is not None:
-            count = prune_count(current.shape[-1], progress(rule.target))
-            chosen = unit_positions(current, count)
+            units = np.moveaxis(current, rule.unit_axis, -1)
+            count = prune_count(units.shape[-1], progress(rule.target))
+            chosen = np.moveaxis(unit_positions(units, count), -1, rule.unit_axis)
         elif rule.method == "blocks" and rule.target is not None and rules.block is not None:
             scores = block_scores(current, rules.block, rules.block_pooling)
             count = prune_count(scores.size, progress(rule.target))
@@ -170,9 +175,33 @@ def pruned_positions(
         else:
             chosen = np.zeros(current.shape, dtype=bool)
         out[rule.name] = chosen | below
+    out.update(_tied_unit_positions(values, rules, progress))
     out.update(_global_positions(values, rules, progress))
     out.update(_global_unit_positions(values, rules, progress))
     out.update(_global_block_positions(values, rules, progress))
+    return out
+
+
+def _tied_unit_positions(
+    values: dict[str, np.ndarray], rules: MaskRules, progress: Callable[[float], float]
+) -> dict[str, np.ndarray]:
+    """Tied units chosen together per group, at the scheduled fraction of its classes."""
+    groups: dict[int, list[TensorRule]] = {}
+    for rule in rules.rules:
+        if rule.method == "tied_units" and rule.tie is not None:
+            groups.setdefault(rule.tie.group, []).append(rule)
+    out = {}
+    for members in groups.values():
+        ties = [r.tie for r in members if r.tie is not None]
+        views = [np.moveaxis(values[r.name], r.unit_axis, -1) for r in members]
+        classes = [t.classes for t in ties]
+        scores = class_scores([unit_norms(v) for v in views], classes, ties[0].count,
+                              ties[0].blocked)  # fmt: skip
+        prune = prune_count(ties[0].count, progress(members[0].target or 0.0))
+        gone = choose_classes(scores, classes, prune)
+        for rule, view, ids in zip(members, views, classes, strict=True):
+            chosen = columns(view.shape, gone[ids])
+            out[rule.name] = np.moveaxis(chosen, -1, rule.unit_axis)
     return out
 
 

@@ -20,6 +20,7 @@ from sparseprune.choices import TensorMethod
 from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile
 from sparseprune.numeric.masks import prune_count
+from sparseprune.numeric.tied import choose_classes, class_scores
 from sparseprune.prune.plan import Plan, TensorPlan
 from sparseprune.shrink.graph import Group, Node, build_graph, build_groups, channel_slots
 from sparseprune.shrink.shapes import input_shapes
@@ -36,13 +37,12 @@ class Coupling:
 
     def scores(self, norms: list[np.ndarray]) -> np.ndarray:
         """Root mean square of each class's unit norms; never chosen (inf) where blocked/NaN."""
-        total = np.zeros(self.count)
-        size = np.zeros(self.count)
-        for ids, member in zip(self.classes, norms, strict=True):
-            np.add.at(total, ids, np.asarray(member, np.float64) ** 2)
-            np.add.at(size, ids, 1)
-        rms = np.sqrt(total / np.maximum(size, 1))
-        return np.where(self.blocked | ~np.isfinite(rms), np.inf, rms)
+        return class_scores(norms, self.classes, self.count, self.blocked)
+
+    @property
+    def target(self) -> float:
+        """Layer scope: the group follows its largest member target."""
+        return max(item.target or 0.0 for item in self.items)
 
     def spread(self, gone: np.ndarray) -> list[np.ndarray]:
         """Chosen classes as each member's chosen units."""
@@ -111,17 +111,7 @@ def layer_choice(coupling: Coupling, norms: list[np.ndarray]) -> list[np.ndarray
     """Layer scope: the group loses the largest member target's share of its classes, lowest
     score first (ties: lower class id), never a member's last unit (shrink keeps one)."""
     scores = coupling.scores(norms)
-    target = max(item.target or 0.0 for item in coupling.items)
-    count = prune_count(coupling.count, target)
-    left = [len(ids) - 1 for ids in coupling.classes]
-    per_class = [np.bincount(ids, minlength=coupling.count) for ids in coupling.classes]
-    gone = np.zeros(coupling.count, bool)
-    for c in np.argsort(scores, kind="stable"):
-        if gone.sum() >= count or not np.isfinite(scores[c]):
-            break
-        if all(left[m] >= per_class[m][c] for m in range(len(left))):
-            gone[c] = True
-            left = [left[m] - per_class[m][c] for m in range(len(left))]
+    gone = choose_classes(scores, coupling.classes, prune_count(coupling.count, coupling.target))
     return coupling.spread(gone)
 
 

@@ -15,6 +15,7 @@ from sparseprune.choices import Structure, TensorMethod, TrainMethod
 from sparseprune.errors import InputError
 from sparseprune.numeric.schedule import TrainSpec
 from sparseprune.prune.plan import Plan, mask_rules
+from sparseprune.prune.structured import TrainingUnits
 
 
 @dataclass
@@ -52,16 +53,18 @@ def run_training(
     train: TrainSpec | None,
     unsafe: bool,
     on_epoch: Callable[[dict], None] | None,
-    fixed: dict[str, np.ndarray] | None = None,
+    units: TrainingUnits | None = None,
 ) -> Training:
-    """`fixed`: masks held through training (tied or transposed unit kernels)."""
+    """`units`: unit kernels held fixed or ranked as tied groups (`structured.training_units`)."""
     method = TrainMethod.parse(method, "method")
     if method is TrainMethod.MASK:
         if train is None:
             raise InputError("training with --method mask needs --data and --epochs.")
         from sparseprune.keras_ops.mask_trainer import finetune_with_masks
 
-        result = finetune_with_masks(source, mask_rules(plan, fixed), train, unsafe, on_epoch)
+        units = units or TrainingUnits()
+        rules = mask_rules(plan, units.fixed, units.ties)
+        result = finetune_with_masks(source, rules, train, unsafe, on_epoch)
         steps = asdict(result.steps) if result.steps else None
         return Training(
             method,

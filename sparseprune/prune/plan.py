@@ -14,6 +14,7 @@ from sparseprune.inspect.inspection import compile_layer_regex
 from sparseprune.layers.table import UNIT_KERNELS, is_known, unit_axis
 from sparseprune.numeric.masks import prune_count
 from sparseprune.numeric.schedule import MaskRules, TensorRule
+from sparseprune.numeric.tied import Tie
 from sparseprune.prune.blocks import block_count, not_block_prunable
 from sparseprune.prune.spec import PruneSpec
 from sparseprune.shrink.graph import build_graph
@@ -102,21 +103,29 @@ def unit_count(tensor: TensorInfo) -> int:
     return tensor.shape[unit_axis(tensor.layer_class)]
 
 
-def mask_rules(plan: Plan, fixed: dict[str, np.ndarray] | None = None) -> MaskRules:
+def mask_rules(
+    plan: Plan, fixed: dict[str, np.ndarray] | None = None, ties: dict[str, Tie] | None = None
+) -> MaskRules:
     """The plan as rules a trainer applies at every schedule step; `fixed` masks (by tensor
-    name, 0 = pruned) are held through training instead (`structured.fixed_units`)."""
-    fixed = fixed or {}
-    rules = tuple(
-        TensorRule(p.tensor.name, TensorMethod.MASK, None, None, fixed[p.tensor.name])
-        if p.tensor.name in fixed
-        else TensorRule(p.tensor.name, p.method, p.target, p.cap, p.mask)
-        for p in plan.tensors
-        if p.method is not None  # plan.pruned, spelled out so the type checker sees it
-    )
+    name, 0 = pruned) are held through training instead, and `ties` rank their members' units
+    together (`structured.training_units`)."""
+    fixed, ties = fixed or {}, ties or {}
+    rules = tuple(_mask_rule(p, fixed, ties) for p in plan.pruned)
     spec = plan.spec
     return MaskRules(
         rules, spec.target, spec.threshold, spec.pattern, spec.block, spec.block_pooling
     )
+
+
+def _mask_rule(p: TensorPlan, fixed: dict[str, np.ndarray], ties: dict[str, Tie]) -> TensorRule:
+    name = p.tensor.name
+    if name in fixed:
+        return TensorRule(name, TensorMethod.MASK, None, None, fixed[name])
+    axis = unit_axis(p.tensor.layer_class)
+    if name in ties:
+        return TensorRule(name, "tied_units", ties[name].target, unit_axis=axis, tie=ties[name])
+    assert p.method is not None  # only planned tensors get a rule
+    return TensorRule(name, p.method, p.target, p.cap, p.mask, unit_axis=axis)
 
 
 def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:

@@ -162,11 +162,15 @@ def _prune_to(job: _Job, target: Path, force: bool) -> PruneResult:
         outcomes = {p.tensor.path: _outcome(p) for p in plan.tensors}
         training = None
         if train is not None or method is not TrainMethod.MASK:
-            fixed = structured.fixed_units(model, plan) if method is TrainMethod.MASK else {}
-            training = run_training(
-                str(source), plan, method, train, job.unsafe, job.on_epoch, fixed
+            units = (
+                structured.training_units(model, plan)
+                if method is TrainMethod.MASK
+                else structured.TrainingUnits()
             )
-            transform = _trained_transform(plan, outcomes, training.weights, fixed)
+            training = run_training(
+                str(source), plan, method, train, job.unsafe, job.on_epoch, units
+            )
+            transform = _trained_transform(plan, outcomes, training.weights, units)
         else:
             pool = structured.unit_pool(model, plan)
             block_pool = _block_pool(model, plan)
@@ -292,7 +296,10 @@ def _transform(
 
 
 def _trained_transform(
-    plan: Plan, outcomes: dict[str, TensorOutcome], weights: dict, fixed: dict[str, np.ndarray]
+    plan: Plan,
+    outcomes: dict[str, TensorOutcome],
+    weights: dict,
+    units: structured.TrainingUnits,
 ):
     """Every weight takes its trained value; pruned tensors must hold their final zero counts."""
     by_path = {p.tensor.path: p for p in plan.tensors}
@@ -309,7 +316,7 @@ def _trained_transform(
         if item.method is TensorMethod.TARGET and item.target is not None:
             outcome.expected_zeros = prune_count(values.size, item.target)
         if item.method in UNIT_METHODS:
-            outcome.units_pruned = structured.trained_unit_count(item, fixed)
+            outcome.units_pruned = structured.trained_unit_count(item, units)
         if item.method is TensorMethod.BLOCKS and item.target is not None:
             outcome.blocks_pruned = prune_count(plan.blocks_of(item), item.target)
         trained = trained.astype(values.dtype, copy=True)

@@ -9,7 +9,7 @@ pass keeping only per-unit norms), the per-tensor transform, the re-read check a
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from sparseprune.numeric.masks import (
     unit_norms,
     zero_units,
 )
+from sparseprune.numeric.tied import Tie, never_empties
 from sparseprune.prune import coupled
 from sparseprune.prune.plan import Plan, TensorPlan, unit_count
 from sparseprune.shrink.shrinking import ShrinkResult, shrink_model
@@ -123,18 +124,29 @@ def apply_units(item: TensorPlan, values: np.ndarray, pool: UnitPool | None) -> 
     return 0 if chosen is None else zero_units(view, columns(view.shape, chosen))
 
 
-def fixed_units(model: ModelFile, plan: Plan) -> dict[str, np.ndarray]:
-    """For training (`--epochs`): the unit kernels whose units the trainer cannot rank, chosen
-    once from the weights before training and held fixed through it, as masks (0 = pruned) by
-    tensor name. The trainer ranks each kernel's last axis alone, so it could neither keep tied
-    members' units together nor find a transposed convolution's units (axis -2). In global
-    scope one such kernel fixes the whole pool (the one-shot selection), so its count stays
+@dataclass
+class TrainingUnits:
+    """How `--epochs` trains the unit kernels the trainer cannot rank one by one (by tensor name):
+    tied members follow the schedule as one group (`ties`); the rest are held `fixed` (0 = pruned)
+    at the one-shot choice."""
+
+    fixed: dict[str, np.ndarray] = field(default_factory=dict)
+    ties: dict[str, Tie] = field(default_factory=dict)
+
+
+def training_units(model: ModelFile, plan: Plan) -> TrainingUnits:
+    """Layer scope: units tied across kernels are ranked together at every pruning step (by
+    class, as `prune/coupled.py` ranks them one-shot) and a transposed convolution's units
+    (axis -2) on their own; a group where the last-unit guard could bind is held fixed instead.
+    Global scope: a pool with tied or transposed kernels is fixed whole at the one-shot
+    selection (the trainer's global unit pool ranks single units only), so its count stays
     exact."""
     units = [p for p in plan.tensors if p.method in UNIT_METHODS]
     pool = unit_pool(model, plan)
     if pool is None:
-        return {}
-    fixed = [p for p in units if p.tensor.path in pool.chosen or _transposed(p)]
+        return TrainingUnits()
+    ties = _scheduled_ties(model, plan)
+    fixed = [p for p in units if p.tensor.name not in ties and _fixed_in_training(p, pool)]
     if any(p.method is TensorMethod.GLOBAL_UNITS for p in fixed):
         fixed = list(dict.fromkeys([*fixed, *plan.unit_pooled]))
     masks = {}
@@ -144,18 +156,42 @@ def fixed_units(model: ModelFile, plan: Plan) -> dict[str, np.ndarray]:
         chosen = pool.choice(item, unit_view(item.tensor, model.read(item.tensor)))
         view[..., chosen] = 0.0
         masks[item.tensor.name] = mask
-    return masks
+    return TrainingUnits(masks, ties)
+
+
+def _fixed_in_training(item: TensorPlan, pool: UnitPool) -> bool:
+    """Chosen one-shot with other kernels, or a transposed kernel in the global pool."""
+    global_transposed = _transposed(item) and item.method is TensorMethod.GLOBAL_UNITS
+    return item.tensor.path in pool.chosen or global_transposed
+
+
+def _scheduled_ties(model: ModelFile, plan: Plan) -> dict[str, Tie]:
+    ties = {}
+    for group, coupling in enumerate(coupled.couplings(model, plan, TensorMethod.UNITS)):
+        prune = prune_count(coupling.count, coupling.target)
+        if never_empties(coupling.classes, coupling.blocked, prune):
+            for item, ids in zip(coupling.items, coupling.classes, strict=True):
+                tie = Tie(group, ids, coupling.count, coupling.blocked, coupling.target)
+                ties[item.tensor.name] = tie
+    return ties
 
 
 def _transposed(item: TensorPlan) -> bool:
     return unit_axis(item.tensor.layer_class) != -1
 
 
-def trained_unit_count(item: TensorPlan, fixed: dict[str, np.ndarray]) -> int | None:
-    """Units the trained kernel must hold zeroed: a fixed choice's, or the layer target's."""
-    if item.tensor.name in fixed:
-        mask = unit_view(item.tensor, fixed[item.tensor.name])
+def trained_unit_count(item: TensorPlan, units: TrainingUnits) -> int | None:
+    """Units the trained kernel must hold zeroed: a fixed choice's, a tied group's share (where
+    each class holds one unit of the kernel; else unchecked), or the layer target's."""
+    name = item.tensor.name
+    if name in units.fixed:
+        mask = unit_view(item.tensor, units.fixed[name])
         return int((mask.reshape(-1, mask.shape[-1]) == 0).all(axis=0).sum())
+    if name in units.ties:
+        tie = units.ties[name]
+        if not tie.one_per_class():
+            return None
+        return min(prune_count(tie.count, tie.target), int((~tie.blocked).sum()))
     if item.method is TensorMethod.UNITS and item.target is not None:
         return prune_count(unit_count(item.tensor), item.target)
     return None
