@@ -4,18 +4,23 @@
 supported layout and records expected counts from `layer.get_weights()`. Running it in a subprocess
 keeps TensorFlow out of the test process, so tests can also check that nothing imports it.
 `tfmot_dir` (TFMOT-wrapped files) and `zoo_dir` (real architectures) are built once per session
-too and shared by the modules that need them (strip, fuzz, zoo, shrink zoo).
+too and shared by the modules that need them (strip, fuzz, zoo, shrink zoo). Under pytest-xdist
+the workers share them too: the first worker to need one builds it, the others wait and reuse it.
 """
 
 from __future__ import annotations
 
 import ast
+import fcntl
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -60,15 +65,33 @@ def pytest_ignore_collect(collection_path: Path) -> bool | None:
     return None
 
 
+# pytest-xdist work units (`--dist loadgroup`, see pyproject.toml): a module is one unit, so its
+# module fixtures run once, except that modules sharing a costly session fixture are one unit (one
+# worker builds the zoo while the other runs other tests, instead of waiting on its lock) and
+# SPLIT modules (slow tests, no module fixture) are spread test by test. FIRST start first, longest
+# first (measured, `--durations`), so neither worker is left with a long one at the end.
+XDIST_GROUPS = {"test_zoo": "zoo", "test_shrink_zoo": "zoo"}
+XDIST_SPLIT = {"test_training"}
+XDIST_FIRST = ("test_zoo", "test_shrink_zoo", "test_training")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip, with the extra's name, tests whose extra is not installed (marked or by fixture)."""
+    """Skip, with the extra's name, tests whose extra is not installed (marked or by fixture);
+    group tests into xdist work units and, in an xdist worker, put the slowest units first."""
     for item in items:
+        module = item.path.stem
+        if module not in XDIST_SPLIT:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
         needs = {extra for extra in MISSING if item.get_closest_marker(extra)}
         if KERAS_FIXTURES & set(getattr(item, "fixturenames", ())):
             needs.add("tensorflow")
         for extra in sorted(needs):
             if MISSING[extra]:
                 item.add_marker(pytest.mark.skip(reason=f"needs the [{extra}] extra"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: same collection
+        rank = {name: i for i, name in enumerate(XDIST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: order kept
 
 
 @pytest.fixture(scope="session")
@@ -76,16 +99,41 @@ def needs_tensorflow() -> None:
     """Ask for this in a fixture that runs Keras: its tests then skip in a core install."""
 
 
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """`name` in this run's temp folder, the same for every pytest-xdist worker of the run."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+
+
+def built_once(out: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """`out`, built by `build` unless it already holds `marker`, once across processes.
+
+    A lock beside `out` lets one process build at a time (the others wait, then find it built);
+    the build goes to a scratch folder renamed into place, so a failed one leaves nothing."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / marker).is_file():
+            scratch = out.with_name(out.name + ".building")
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir()
+            build(scratch)
+            shutil.rmtree(out, ignore_errors=True)
+            scratch.rename(out)
+    return out
+
+
+def run_builder(script: str, *args: str | Path) -> None:
+    """Run a fixture script (TensorFlow stays in its process); its stderr tail on failure."""
+    command = [sys.executable, str(FIXTURES / script), *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, env=KERAS_ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("models")
-    subprocess.run(
-        [sys.executable, str(FIXTURES / "make_fixtures.py"), str(out)],
-        check=True,
-        env=KERAS_ENV,
-        stdout=subprocess.DEVNULL,
-    )
-    return out
+    out = shared_dir(tmp_path_factory, "models")
+    return built_once(out, "expected.json", partial(run_builder, "make_fixtures.py"))
 
 
 @pytest.fixture(scope="session")
@@ -96,13 +144,9 @@ def expected(fixture_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def tfmot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """TFMOT-wrapped files and their stripped references (`fixtures/make_tfmot_fixtures.py`,
-    one TFMOT process per session: it flips its process to legacy Keras). Read-only for tests."""
-    out = tmp_path_factory.mktemp("tfmot")
-    script = FIXTURES / "make_tfmot_fixtures.py"
-    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
-                          env=KERAS_ENV)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out
+    one TFMOT process per run: it flips its process to legacy Keras). Read-only for tests."""
+    out = shared_dir(tmp_path_factory, "tfmot")
+    return built_once(out, "expected.npz", partial(run_builder, "make_tfmot_fixtures.py"))
 
 
 def zoo_cache_key() -> str:
@@ -116,14 +160,14 @@ def zoo_cache_key() -> str:
 @pytest.fixture(scope="session")
 def zoo_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The zoo (`fixtures/zoo.py`: keras.applications, keras_hub, tf_keras and TFMOT files, a few
-    hundred MB), built once per session for tests/test_zoo.py and tests/test_shrink_zoo.py.
+    hundred MB), built once per run for tests/test_zoo.py and tests/test_shrink_zoo.py.
     Read-only for tests. Set SPARSEPRUNE_ZOO_CACHE to a folder to keep it between runs (keyed
     by the builders' source)."""
     cache = os.environ.get("SPARSEPRUNE_ZOO_CACHE")
-    out = Path(cache) / zoo_cache_key() if cache else tmp_path_factory.mktemp("zoo")
-    if not (out / "zoo.json").is_file():
+    out = Path(cache) / zoo_cache_key() if cache else shared_dir(tmp_path_factory, "zoo")
+
+    def build(to: Path) -> None:
         tfmot = request.getfixturevalue("tfmot_dir")  # only when building: a cached zoo has it
-        builder = [sys.executable, str(FIXTURES / "zoo.py"), str(out), "--tfmot", str(tfmot)]
-        done = subprocess.run(builder, capture_output=True, text=True, env=KERAS_ENV)
-        assert done.returncode == 0, done.stderr[-3000:]
-    return out
+        run_builder("zoo.py", to, "--tfmot", tfmot)
+
+    return built_once(out, "zoo.json", build)

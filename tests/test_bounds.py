@@ -302,10 +302,10 @@ def test_hard_links_forming_a_dag_are_refused_at_once(tmp_path: Path) -> None:
             child = level.create_group(f"l{i}")
             level[f"again{i}"] = child
             level = child
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: a loaded machine (parallel tests) cannot fail it
     result = runner.invoke(app, ["inspect", str(path)])
     assert_one_line_exit_2(result, "dag.weights.h5", "linked from more than one place")
-    assert time.monotonic() - start < 10
+    assert time.process_time() - start < 10
 
 
 def test_a_dataset_linked_twice_is_refused(tmp_path: Path) -> None:
