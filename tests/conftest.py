@@ -65,24 +65,19 @@ def pytest_ignore_collect(collection_path: Path) -> bool | None:
     return None
 
 
-# pytest-xdist work units (`--dist loadgroup`, see pyproject.toml): a module is one unit, so its
-# module fixtures run once, except that modules sharing a costly session fixture are one unit (one
-# worker builds the zoo while the other runs other tests, instead of waiting on its lock) and
-# SPLIT modules (slow tests, no module fixture) are spread test by test. FIRST start first, longest
-# first (measured, `--durations`), so neither worker is left with a long one at the end.
-XDIST_GROUPS = {"test_zoo": "zoo", "test_shrink_zoo": "zoo"}
-XDIST_SPLIT = {"test_training"}
-XDIST_FIRST = ("test_zoo", "test_shrink_zoo", "test_training")
+# pytest-xdist (`--dist loadfile`, see pyproject.toml): a module is one unit of work, so its module
+# fixtures run once. Units start in collection order; XDIST_ORDER moves the longest (measured
+# with `--durations`) to the front so neither worker is left with one at the end, and
+# test_shrink_zoo to the back so the zoo (built by test_zoo's worker) is ready when it starts
+# rather than idling the other worker on the build's lock. (`--dist loadgroup` would put the zoo
+# modules in one unit, but pytest-xdist 3.8 cannot set its group suffix on pytest 9.2's nodeids.)
+XDIST_ORDER = {"test_zoo": -2, "test_training": -1, "test_shrink_zoo": 1}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Skip, with the extra's name, tests whose extra is not installed (marked or by fixture);
-    group tests into xdist work units and, in an xdist worker, put the slowest units first."""
+    in an xdist worker, order the work units (XDIST_ORDER)."""
     for item in items:
-        module = item.path.stem
-        if module not in XDIST_SPLIT:
-            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
         needs = {extra for extra in MISSING if item.get_closest_marker(extra)}
         if KERAS_FIXTURES & set(getattr(item, "fixturenames", ())):
             needs.add("tensorflow")
@@ -90,8 +85,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if MISSING[extra]:
                 item.add_marker(pytest.mark.skip(reason=f"needs the [{extra}] extra"))
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: same collection
-        rank = {name: i for i, name in enumerate(XDIST_FIRST)}
-        items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: order kept
+        items.sort(key=lambda item: XDIST_ORDER.get(item.path.stem, 0))  # stable: order kept
 
 
 @pytest.fixture(scope="session")
