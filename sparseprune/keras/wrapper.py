@@ -22,7 +22,7 @@ from keras import ops
 from keras.src.backend.common.masking import get_keras_mask
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
-from sparseprune.keras import masking
+from sparseprune.keras import backend_ops, masking
 from sparseprune.keras.rules import WeightRule, is_supported, pool, prunable_weights, role
 from sparseprune.keras.schedules import (
     PACKAGE,
@@ -32,26 +32,6 @@ from sparseprune.keras.schedules import (
     serialize,
 )
 from sparseprune.numeric.masks import prune_count
-
-# Layers whose call is all their __call__ would run once inputs are converted (see
-# PruneLowMagnitude._calls_directly); RNNs, Embedding (masks) and custom layers keep __call__.
-DIRECT_CALL_CLASSES = tuple(
-    getattr(keras.layers, name)
-    for name in (
-        "Dense",
-        "EinsumDense",
-        "Conv1D",
-        "Conv2D",
-        "Conv3D",
-        "Conv1DTranspose",
-        "Conv2DTranspose",
-        "Conv3DTranspose",
-        "DepthwiseConv1D",
-        "DepthwiseConv2D",
-        "SeparableConv1D",
-        "SeparableConv2D",
-    )
-)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -171,7 +151,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         outer = in_stateless_scope()
         if self._direct and not outer and get_keras_mask(inputs) is None:
             return self._direct_masked_call(inputs, kwargs)
-        masked = {id(w): _masked_value(w, m) for w, m, _ in self.pairs}
+        masked = {id(w): backend_ops.masked_value(w, m) for w, m, _ in self.pairs}
         variables = self.layer.variables
         mapping = [(v, masked.get(id(v), v.value)) for v in variables if outer or id(v) in masked]
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
@@ -189,7 +169,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """The PyTorch fast path (see `_calls_directly`): a built-in kernel layer's `call`
         updates no variable and adds no loss, and it was built with all its variables, so
         the scope maps only the masked weights and nothing is carried out of it."""
-        mapping = [(w, _masked_value(w, m)) for w, m, _ in self.pairs]
+        mapping = [(w, backend_ops.masked_value(w, m)) for w, m, _ in self.pairs]
         with keras.StatelessScope(state_mapping=mapping, initialize_variables=False):
             return self.layer.call(inputs, **self._direct_kwargs(kwargs))
 
@@ -207,7 +187,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         layer = self.layer
         return (
             keras.backend.backend() == "torch"
-            and type(layer) in DIRECT_CALL_CLASSES
+            and type(layer) in backend_ops.DIRECT_CALL_CLASSES
             and layer.built
             and layer.dtype_policy.name == self.dtype_policy.name
             and layer.autocast == self.autocast
@@ -230,7 +210,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     ops.cast(self._compute_mask(w, m, r, sparsity), m.dtype) for w, m, r in members
                 ]
 
-            _assign_if(schedule.should_prune(step), [m for _, m, _ in members], new_masks)
+            masks = [m for _, m, _ in members]
+            backend_ops.assign_if(schedule.should_prune(step), masks, new_masks)
         self.pruning_step.assign(step + 1)
 
     def _schedule_groups(self) -> list[tuple[PruningSchedule, list]]:
@@ -348,50 +329,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return config
 
 
-def _masked_value(weight: Any, mask: Any) -> Any:
-    """`w * mask` in the weight's dtype (one torch multiply on PyTorch, where every keras.ops
-    call is a Python dispatch paid per layer and step)."""
-    value, keep = weight.value, mask.value
-    if keras.backend.backend() == "torch":
-        return value * (keep if keep.dtype == value.dtype else keep.to(value.dtype))
-    return ops.multiply(value, ops.cast(keep, weight.dtype))
-
-
 def _two_ints(value: Sequence[int], name: str) -> tuple[int, int]:
     """A pair of ints, checked as TFMOT checks block_size and sparsity_m_by_n."""
     if len(value) != 2:
         raise ValueError(f"{name} must be two integers, got {tuple(value)}.")
     return int(value[0]), int(value[1])
-
-
-def _assign_if(should: Any, variables: list, compute: Any) -> None:
-    """variables <- compute() where `should`; nothing is computed or written otherwise.
-
-    TensorFlow assigns inside `tf.cond`, so steps without an update cost one predicate. JAX
-    cannot assign inside `lax.cond` (a stateless trace), and a tf.distribute replica cannot
-    synchronize a variable inside control flow, so those select the values to keep.
-    """
-    tf = _tensorflow_without_strategy()
-    if tf is not None:
-
-        def update():
-            for variable, value in zip(variables, compute(), strict=True):
-                variable.assign(value)
-
-        tf.cond(should, update, lambda: None)
-        return
-    current = [variable.value for variable in variables]
-    chosen = ops.cond(should, compute, lambda: current)
-    for variable, value in zip(variables, chosen, strict=True):
-        variable.assign(value)
-
-
-def _tensorflow_without_strategy() -> Any:
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    return None if tf.distribute.has_strategy() else tf
 
 
 def _pool_scores(values: Any, rule: WeightRule) -> Any:
