@@ -1,7 +1,8 @@
 """Units tied across kernels follow the pruning schedule (`prune --structure units --epochs N`).
 
-ONE subprocess per backend. Expectations are computed there with plain numpy (unit L2 norms,
-root mean square per class, a stable argsort), never with sparseprune's mask code:
+ONE subprocess per backend (TensorFlow, JAX, PyTorch). Expectations are computed there with plain
+numpy (unit L2 norms, root mean square per class, a stable argsort), never with sparseprune's
+mask code:
 - `tied_units` rules mask the classes with the lowest scores in every member at once, for
   shuffled class ids, a blocked class and a transposed convolution (units on axis -2);
 - through `prune_model`, a residual Add's producers are pruned gradually (below the target after
@@ -131,7 +132,7 @@ print("REPORT" + json.dumps(report))
 """
 
 
-@pytest.fixture(scope="module", params=["tensorflow", "jax"])
+@pytest.fixture(scope="module", params=["tensorflow", "jax", "torch"])
 def report(request, tmp_path_factory, needs_tensorflow) -> dict:
     out = tmp_path_factory.mktemp(f"tied_{request.param}")
     run = subprocess.run(

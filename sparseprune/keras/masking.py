@@ -146,10 +146,10 @@ def tied_unit_masks(
     total = ops.zeros((count,), "float32")
     size = np.zeros(count, "float32")
     for values, ids, axis in members:
-        one_hot = np.eye(count, dtype="float32")[np.asarray(ids)]  # units x classes
         norms = unit_norms(ops.moveaxis(values, axis, -1))
-        total = total + ops.matmul(norms * norms, ops.convert_to_tensor(one_hot))
-        size += one_hot.sum(axis=0)
+        segments = ops.convert_to_tensor(np.asarray(ids, "int32"))
+        total = total + ops.segment_sum(norms * norms, segments, num_segments=count)
+        size += np.bincount(np.asarray(ids), minlength=count)
     rms = ops.sqrt(total / ops.convert_to_tensor(np.maximum(size, 1)))
     never = np.zeros(count, bool)
     never[list(blocked)] = True
