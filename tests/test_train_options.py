@@ -11,6 +11,9 @@ expectations come from the input and output files read with plain h5py (`rawread
 - `--lr 1e-30`: the kept weights are bit-identical to the input's (each step is below one ulp).
 - `--optimizer sgd` vs `adam` at the same small lr: Adam's steps are ~lr per weight, SGD's lr*grad.
 - `--seed`: same seed, byte-identical output; another seed, other weights.
+- Several batches per compiled call (the trainer's default on TensorFlow) write the same bytes as
+  one batch per call; validation runs only in the epochs that end at the final sparsity (the
+  `--restore-best` candidates), and never with `--no-restore-best`.
 """
 
 from __future__ import annotations
@@ -72,6 +75,18 @@ for power in (1.0, 3.0):
     prune_model(mlp, f"{out}/power{power:g}.keras", PruneSpec(target=0.5), train=spec,
                 on_epoch=lambda update: seen.append(update["sparsity"]))
     results[f"power{power:g}"] = seen
+# which epochs validate: the progress logs of a 4-epoch run, with and without --restore-best
+for name, restore in (("validated", None), ("unvalidated", False)):
+    seen = []
+    spec = TrainSpec(data=data, epochs=4, batch_size=64, restore_best=restore)
+    prune_model(mlp, f"{out}/{name}.keras", PruneSpec(target=0.5), train=spec,
+                on_epoch=lambda update: seen.append(sorted(update["logs"])))
+    results[name] = seen
+# last: one batch per compiled call, against seed1's default (several batches per call)
+import sparseprune.keras_ops.mask_trainer as trainer
+trainer.STEPS_PER_EXECUTION = 1
+run("one_step_per_call", "prune", mlp, "-o", f"{out}/one_step_per_call.keras", *train,
+    "--seed", "1")
 print(json.dumps(results))
 """
 
@@ -195,3 +210,22 @@ def test_tolerance_gates_verify(runs) -> None:
     worst = json.loads(strict["stdout"])["verification"]["max_abs_diff"]
     assert worst > 0 and "above --tolerance 0" in strict["stderr"]
     assert ok(runs, "tolerance_one")["verification"]["max_abs_diff"] == worst
+
+
+def test_several_batches_per_call_write_the_same_model(runs) -> None:
+    ok(runs, "seed1")
+    ok(runs, "one_step_per_call")
+    out = runs[0]
+    assert (out / "one_step_per_call.keras").read_bytes() == (out / "seed1.keras").read_bytes()
+
+
+def test_only_epochs_at_the_final_sparsity_are_validated(runs) -> None:
+    with np.load(DATA) as data:
+        assert "x_val" in data  # its own validation split: all of x trains
+        per_epoch = -(-len(data["x"]) // 64)
+    end = round(4 * per_epoch * 0.5)  # the schedule ends half-way through the run
+    expected = [epoch * per_epoch > end for epoch in range(1, 5)]
+    assert expected == [False, False, True, True]
+    validated = [any(k.startswith("val_") for k in logs) for logs in runs[1]["validated"]]
+    assert validated == expected
+    assert not any(k.startswith("val_") for logs in runs[1]["unvalidated"] for k in logs)

@@ -21,7 +21,9 @@ DEFAULT_OPTIMIZER = "adam"
 DEFAULT_LR = 1e-3
 
 
-def compile_for_training(model: Any, path: str, train: TrainSpec, data: Dataset) -> None:
+def compile_for_training(
+    model: Any, path: str, train: TrainSpec, data: Dataset, steps_per_execution: int = 1
+) -> None:
     saved = saved_settings(path)
     loss = train.loss or saved.get("loss") or infer_loss(model, data.y)
     if train.metrics is not None:
@@ -34,7 +36,8 @@ def compile_for_training(model: Any, path: str, train: TrainSpec, data: Dataset)
             train.optimizer or saved.get("optimizer") or DEFAULT_OPTIMIZER
         )
         optimizer.learning_rate = train.lr or saved.get("learning_rate") or DEFAULT_LR
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        options = {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else {}
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **options)
     except (ValueError, TypeError) as error:
         raise InputError(f"cannot compile the model for training ({describe(error)}).") from error
 

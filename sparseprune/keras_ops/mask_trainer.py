@@ -5,12 +5,15 @@ One implementation: the loaded model's layers are wrapped in `PruneLowMagnitude`
 step. Quality guard (`--restore-best`): the one-shot prune of the starting weights and every
 epoch that ends at the final sparsity are candidates; the one with the best validation metric
 is written, so fine-tuning never ends below the one-shot result on the validation data.
+
+Speed: validation runs only in the epochs that are candidates, and on TensorFlow and JAX the
+step runs `STEPS_PER_EXECUTION` batches per call (the masks and the step counter live in the
+step, so the result is identical to one batch per call; PyTorch's trainer allows only 1).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,9 +22,16 @@ from typing import Any
 import numpy as np
 
 from sparseprune.data_sources import load_training_data
-from sparseprune.datasets import Dataset
+from sparseprune.datasets import Dataset, validation_metrics
 from sparseprune.errors import InputError
 from sparseprune.keras_ops.compile import compile_for_training
+from sparseprune.keras_ops.fit_callbacks import (
+    BestKeeper,
+    EpochTimer,
+    Progress,
+    numpy_value,
+    unique_variables,
+)
 from sparseprune.keras_ops.loading import load_keras_model
 from sparseprune.keras_ops.naming import weights_by_file_name
 from sparseprune.numeric.schedule import (
@@ -29,11 +39,10 @@ from sparseprune.numeric.schedule import (
     ScheduleSteps,
     TensorRule,
     TrainSpec,
-    pruned_positions,
     resolve_steps,
 )
 
-Progress = Callable[[dict], None]
+STEPS_PER_EXECUTION = 32  # batches per compiled call (TF, JAX); capped at one epoch
 
 
 @dataclass
@@ -67,14 +76,16 @@ def finetune_with_masks(
         compile_for_training(model, model_path, train, data)
         variables = weights_by_file_name(model)
         _check_rules(rules, variables)
-        before = _evaluate(model, data)
-        start = {name: _numpy(v) for name, v in _unique(variables).items()}
+        before = validation_metrics(model, data)
+        start = {name: numpy_value(v) for name, v in unique_variables(variables).items()}
         pruned = _wrapped(model, rules, variables, train, steps)
-        compile_for_training(pruned, model_path, train, data)
-    keeper = _BestKeeper(model, variables, rules, steps, data, train, start)
-    timer = _EpochTimer(train, progress)
+        per_epoch = _steps_per_epoch(data, train)
+        compile_for_training(pruned, model_path, train, data, _steps_per_execution(per_epoch))
+    final_epochs = _final_epochs(train, steps, per_epoch)
+    keeper = BestKeeper(model, variables, rules, final_epochs, data, train, start)
+    timer = EpochTimer(train, progress)
     _seed(train.seed)
-    x_val, y_val = data.validation
+    candidates = final_epochs if train.restore_best is not False else []
     pruned.fit(
         data.x,
         data.y,
@@ -82,15 +93,34 @@ def finetune_with_masks(
         epochs=train.epochs,
         verbose=0,
         callbacks=[timer, keeper],
-        validation_data=(x_val, y_val),
+        validation_data=data.validation if candidates else None,
+        validation_freq=candidates or 1,
         shuffle=True,
     )
     restored = keeper.finish(pruned)
-    after = _evaluate(model, data)
-    weights = {name: _numpy(variable) for name, variable in variables.items()}
+    after = validation_metrics(model, data)
+    weights = {name: numpy_value(variable) for name, variable in variables.items()}
     return FinetuneResult(
         weights, before, after, timer.seconds, steps, keeper.one_shot_metrics, restored
     )
+
+
+def _steps_per_epoch(data: Dataset, train: TrainSpec) -> int:
+    return max(1, -(-len(data.x) // train.batch_size))
+
+
+def _steps_per_execution(steps_per_epoch: int) -> int:
+    import keras
+
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        return 1
+    return min(STEPS_PER_EXECUTION, steps_per_epoch)
+
+
+def _final_epochs(train: TrainSpec, steps: ScheduleSteps, steps_per_epoch: int) -> list[int]:
+    """The epochs (1-based, as Keras' `validation_freq` counts) that end at the final sparsity:
+    the only ones `--restore-best` ranks, so the only ones validated."""
+    return [e for e in range(1, train.epochs + 1) if e * steps_per_epoch > steps.end]
 
 
 def _wrapped(model: Any, rules: MaskRules, variables: dict, train: TrainSpec, steps) -> Any:
@@ -195,163 +225,6 @@ def _schedule(target: float, train: TrainSpec, steps: ScheduleSteps):
         frequency=steps.frequency,
         constant=train.schedule == "constant" or steps.end <= steps.begin,
     )
-
-
-class _EpochTimer:
-    """Seconds per epoch and the CLI's progress line (a Keras callback, built lazily)."""
-
-    def __new__(cls, train: TrainSpec, progress: Progress | None) -> Any:  # a keras Callback
-        import keras
-
-        from sparseprune.keras.api import masked_fraction
-
-        class EpochTimer(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.seconds: list[float] = []
-                self.started = 0.0
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self.started)
-                if progress is not None:
-                    progress(
-                        {
-                            "epoch": epoch + 1,
-                            "epochs": train.epochs,
-                            "logs": {k: float(v) for k, v in (logs or {}).items()},
-                            "sparsity": masked_fraction(self.model),
-                        }
-                    )
-
-        return EpochTimer()
-
-
-class _BestKeeper:
-    """Candidates at the final sparsity, ranked on validation data (`--restore-best`)."""
-
-    def __new__(cls, model, variables, rules, steps, data, train, start) -> Any:  # a Callback
-        import keras
-
-        from sparseprune.keras.api import apply_masks
-
-        unique = _unique(variables)
-        one_shot = _one_shot(start, rules, variables)
-        _assign(unique, one_shot)
-        one_shot_metrics = _evaluate(model, data)
-        _assign(unique, start)
-        metric, sign = _ranking(one_shot_metrics)
-        steps_per_epoch = max(1, -(-len(data.x) // train.batch_size))
-
-        class BestKeeper(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.one_shot_metrics = one_shot_metrics
-                self.best = (sign * one_shot_metrics[metric], 0, one_shot)
-                self.final_seen = False
-
-            def on_epoch_end(self, epoch, logs=None):
-                if (epoch + 1) * steps_per_epoch <= steps.end:
-                    return  # not yet at the final sparsity
-                self.final_seen = True
-                score = sign * float((logs or {}).get(f"val_{metric}", np.nan))
-                if train.restore_best is not False and score > self.best[0]:
-                    self.best = (score, epoch + 1, self.snapshot())
-
-            def snapshot(self) -> dict[str, np.ndarray]:
-                return {name: value.copy() for name, value in self.folded().items()}
-
-            def folded(self) -> dict[str, np.ndarray]:
-                return {name: _numpy(v) * self.keep.get(name, 1) for name, v in unique.items()}
-
-            @property
-            def keep(self) -> dict[str, np.ndarray]:
-                from sparseprune.keras.wrapper import wrappers
-
-                masks = {}
-                by_id = {id(v): name for name, v in unique.items()}
-                for wrapper in wrappers(self.model):
-                    for weight, mask, _ in wrapper.pairs:
-                        masks[by_id[id(weight)]] = _numpy(mask) != 0
-                return masks
-
-            def finish(self, pruned) -> dict[str, Any]:
-                """Leave the chosen weights in the original model's variables."""
-                apply_masks(pruned)  # folds the masks into the shared layers
-                if not self.final_seen:  # the run ended before end_step: force the targets
-                    current = {n: _numpy(v) for n, v in unique.items()}
-                    final = _one_shot(current, rules, variables)
-                    _assign(unique, final)
-                    score = sign * _evaluate(model, data)[metric]
-                    if train.restore_best is False or score > self.best[0]:
-                        self.best = (score, train.epochs, final)
-                if train.restore_best is False:
-                    return {"epoch": train.epochs, "metric": metric, "restore_best": False}
-                _assign(unique, self.best[2])
-                return {
-                    "epoch": self.best[1],
-                    "metric": f"val_{metric}",
-                    "value": sign * self.best[0],
-                    "restore_best": True,
-                }
-
-        return BestKeeper()
-
-
-def _ranking(metrics: dict[str, float]) -> tuple[str, int]:
-    """Higher accuracy is better; without an accuracy metric, lower loss."""
-    for name in metrics:
-        if "accuracy" in name:
-            return name, 1
-    return "loss", -1
-
-
-def _one_shot(
-    values: dict[str, np.ndarray], rules: MaskRules, variables: dict[str, Any]
-) -> dict[str, np.ndarray]:
-    """The planned targets applied to `values` at once (the same rules, in numpy).
-
-    `values` is keyed by each variable's first name; rules may use its `varN` alias.
-    """
-    first = {id(v): name for name, v in reversed(list(variables.items()))}
-    name_of = {r.name: first[id(variables[r.name])] for r in rules.rules}
-    planned = {r.name: values[name_of[r.name]] for r in rules.rules}
-    positions = pruned_positions(planned, rules, lambda target: target)
-    out = dict(values)
-    for name, chosen in positions.items():
-        real = name_of[name]
-        out[real] = np.where(chosen, np.zeros((), values[real].dtype), values[real])
-    return out
-
-
-def _unique(variables: dict[str, Any]) -> dict[str, Any]:
-    """One name per variable (weights_by_file_name also lists `varN` aliases)."""
-    seen, out = set(), {}
-    for name, variable in variables.items():
-        if id(variable) not in seen:
-            seen.add(id(variable))
-            out[name] = variable
-    return out
-
-
-def _assign(variables: dict[str, Any], values: dict[str, np.ndarray]) -> None:
-    for name, variable in variables.items():
-        if name in values:
-            variable.assign(values[name])
-
-
-def _numpy(variable: Any) -> np.ndarray:
-    import keras
-
-    return np.asarray(keras.ops.convert_to_numpy(variable.value))
-
-
-def _evaluate(model: Any, data: Dataset) -> dict[str, float]:
-    x, y = data.validation
-    results = model.evaluate(x, y, verbose=0, return_dict=True)
-    return {key: float(value) for key, value in results.items()}
 
 
 def _check_rules(rules: MaskRules, variables: dict[str, Any]) -> None:
