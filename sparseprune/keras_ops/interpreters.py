@@ -8,6 +8,7 @@ XNNPACK computes those wrong (export.litert.hybrid_sparse_layers).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from sparseprune.errors import InputError
 from sparseprune.export.litert import hybrid_sparse_layers
 from sparseprune.formats.tflite import read_tflite
+from sparseprune.keras_ops.quiet import c_chatter_dropped
 
 DEFAULT_RUNTIME = "ai_edge_litert.interpreter.Interpreter"  # XNNPACK applied by default
 BUILTIN_RUNTIME = "ai_edge_litert (builtin kernels, no XNNPACK)"
@@ -41,18 +43,18 @@ def make_interpreter(
     if not candidates:
         raise InputError(f"LiteRT runtime {runtime!r} is not installed here.")
     errors = []
-    for name, factory in candidates:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with c_chatter_dropped(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, factory in candidates:
             try:
                 interpreter = factory(model_path=path, model_content=content, num_threads=threads)
                 interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as error:
                 errors.append(f"{name}: {error}")
                 continue
-        interpreter.sparseprune_runtime = name
-        return interpreter
-    raise InputError(f"TFLite could not load {path or 'the model'}: {'; '.join(errors)}")
+            interpreter.sparseprune_runtime = name
+            return interpreter
+        raise InputError(f"TFLite could not load {path or 'the model'}: {'; '.join(errors)}")
 
 
 def _has_hybrid_sparse(path: str | None, content: bytes | None) -> bool:
@@ -74,12 +76,8 @@ def interpreter_runtimes() -> list[tuple[str, Any]]:
         Interpreter = OpResolverType = None
     if Interpreter is not None:
         runtimes.append((DEFAULT_RUNTIME, Interpreter))
-    try:
-        import tensorflow as tf
-
-        runtimes.append(("tf.lite.Interpreter", tf.lite.Interpreter))
-    except ImportError:
-        pass
+    if importlib.util.find_spec("tensorflow") is not None:
+        runtimes.append(("tf.lite.Interpreter", _tf_lite_interpreter))
     if Interpreter is not None:
         plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
@@ -90,6 +88,13 @@ def interpreter_runtimes() -> list[tuple[str, Any]]:
     if not runtimes:
         raise InputError("running a .tflite needs ai-edge-litert or tensorflow installed.")
     return runtimes
+
+
+def _tf_lite_interpreter(**kwargs: Any) -> Any:
+    """tf.lite's Interpreter, importing TensorFlow (seconds) only when it is really tried."""
+    import tensorflow as tf
+
+    return tf.lite.Interpreter(**kwargs)
 
 
 def interpreter_runtime() -> tuple[str, Any]:

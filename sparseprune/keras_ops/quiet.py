@@ -6,7 +6,8 @@ messages before absl::InitializeLog"), some even with TF_CPP_MIN_LOG_LEVEL=3. So
 set before the import AND the import itself runs with fd 2 pointed at a scratch file: a finder
 on `sys.meta_path` wraps the loader of the first heavy module imported, whoever imports it. If the
 import fails, what it printed is replayed so nothing is lost. Python-side loggers (tf, absl) are
-set to ERROR after the import.
+set to ERROR after the import. `c_chatter_dropped` does the same for LiteRT's C-level lines
+around interpreter creation, dropping them also when the failure is reported as our own error.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
-from sparseprune.errors import DEBUG_ENV
+from sparseprune.errors import DEBUG_ENV, SparsePruneError
 
 # Top-level modules whose first import loads TensorFlow's shared libraries.
 NOISY = frozenset({"tensorflow", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert"})
@@ -39,20 +40,37 @@ def debug_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def fd2_captured() -> Iterator[None]:
-    """Point file descriptor 2 at a scratch file; replay it only if the block raises."""
+def fd2_captured(
+    replay: Callable[[BaseException], bool] = lambda error: True,
+) -> Iterator[None]:
+    """Point file descriptor 2 at a scratch file; replay it only if the block raises an error
+    `replay` accepts (by default any), so nothing that explains a crash is lost."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
             yield
-        except BaseException:
+        except BaseException as error:
             _restore(saved)
-            sink.seek(0)
-            os.write(2, sink.read())
+            if replay(error):
+                sink.seek(0)
+                os.write(2, sink.read())
             raise
         _restore(saved)
+
+
+@contextlib.contextmanager
+def c_chatter_dropped() -> Iterator[None]:
+    """LiteRT prints from C straight to fd 2 ("INFO: Created TensorFlow Lite XNNPACK delegate",
+    XNNPACK's reshape errors): kept off the terminal on success and when the block fails with
+    our own error (its one line says what is wrong), replayed before any other exception;
+    left alone under --debug."""
+    if debug_enabled():
+        yield
+        return
+    with fd2_captured(replay=lambda error: not isinstance(error, SparsePruneError)):
+        yield
 
 
 def _restore(saved: int) -> None:
