@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 
 from sparseprune.cli import bench_cmd, export_cmd
 from sparseprune.errors import InputError
-from sparseprune.keras_ops.bench import latency_stats, ratios
+from sparseprune.keras_ops.bench import ratios
+from sparseprune.keras_ops.timing import latency_stats
 from sparseprune.prune import prune_model
 from sparseprune.prune.recipes import PruneSpec
 

@@ -3,14 +3,14 @@
 Timings are only comparable when the runtime is pinned: TensorFlow's thread pools are sized
 before the first op runs (`pin_threads`), every batch size is warmed up (tracing, allocation)
 and the spread (p90/median) is reported so a noisy run is visible. Parameter counts come from
-sparseprune's own reader (no Keras); MACs come from the loaded Keras model's layer shapes.
+sparseprune's own reader (no Keras); MACs come from the loaded Keras model's layer shapes. A
+`.tflite` is probed and timed in child processes (tflite_probe.py), so a corrupt one that
+crashes the interpreter is exit 2, not a crash of bench.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,43 +20,15 @@ import numpy as np
 from sparseprune.errors import InputError
 from sparseprune.formats import open_model
 from sparseprune.keras_ops.inputs import synthetic_inputs
-from sparseprune.keras_ops.interpreters import interpreter_runtime, make_interpreter
+from sparseprune.keras_ops.interpreters import interpreter_runtime
 from sparseprune.keras_ops.loading import check_loadable, load_keras_model
-from sparseprune.keras_ops.tflite_probe import probe_tflite
+from sparseprune.keras_ops.tflite_probe import probe_tflite, time_tflite
+from sparseprune.keras_ops.timing import SEED, BenchSpec, Runner, time_batch
 from sparseprune.layers.slots import mac_count
 from sparseprune.schema import JsonResult
 
 TFLITE_MAGIC = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer (its file identifier)
-SEED = 0
-FREE_DIMENSION = 8  # stands in for a None dimension other than the batch
 TFLITE_UNKNOWN = ("params", "nonzero_params", "macs", "macs_nonzero", "macs_uncounted")
-
-
-@dataclass(frozen=True)
-class BenchSpec:
-    """How to time: batch sizes, timed repeats, untimed warm-up calls, and thread pool sizes."""
-
-    batch_sizes: tuple[int, ...] = (1, 32)
-    repeats: int = 50
-    warmup: int = 20
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        sizes = self.batch_sizes
-        if isinstance(sizes, int) or not all(isinstance(n, int) for n in sizes):
-            raise InputError(f"'batch_sizes' must be a sequence of integers, got {sizes!r}.")
-        object.__setattr__(self, "batch_sizes", tuple(dict.fromkeys(sizes)))
-        self.check()
-
-    def check(self) -> None:
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise InputError("--batch-size needs positive integers, e.g. 1,32.")
-        if self.repeats < 2:
-            raise InputError(f"--repeats must be at least 2, got {self.repeats}.")
-        if self.warmup < 0:
-            raise InputError(f"--warmup must be 0 or more, got {self.warmup}.")
-        if self.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {self.threads}.")
 
 
 def is_tflite(path: str) -> bool:
@@ -93,7 +65,7 @@ def bench_models(
     files = [os.fspath(path) for path in paths]
     if not files:
         raise InputError("bench needs at least one model file.")
-    kinds = [_preflight(path, unsafe) for path in files]  # refuse bad files before TF starts
+    kinds = [_preflight(path, spec, unsafe) for path in files]  # refuse bad files first
     threads = pin_threads(spec.threads)
     results = [
         _bench_one(path, kind, spec, unsafe) for path, kind in zip(files, kinds, strict=True)
@@ -106,19 +78,21 @@ def bench_models(
             "threads": threads,
             "timer": "time.perf_counter",
             "keras_runner": "concrete tf.function of model(x, training=False) per batch size",
-            "tflite_runner": f"{interpreter_runtime()[0]}(num_threads=threads).invoke()",
+            "tflite_runner": f"{interpreter_runtime()[0]}(num_threads=threads).invoke() in a "
+            "child process",
         },
         models=results,
         ratios=[ratios(results[0], other) for other in results[1:]],
     )
 
 
-def _preflight(path: str, unsafe: bool) -> str:
-    """'tflite' or the Keras file's format; raises InputError for anything else."""
+def _preflight(path: str, spec: BenchSpec, unsafe: bool) -> str:
+    """'tflite' or the Keras file's format; raises InputError for anything else, before TF
+    starts or any model is timed."""
     if not os.path.isfile(path):
         raise InputError(f"{path} does not exist or is not a file.")
     if is_tflite(path):
-        probe_tflite(path)  # checked, then run once in a child: a crash is one sentence here
+        probe_tflite(path, spec)  # run once per batch size in a child: a crash is one sentence
         return "tflite"
     check_loadable(path, unsafe)
     with open_model(path) as model:
@@ -150,13 +124,13 @@ def _bench_one(path: str, kind: str, spec: BenchSpec, unsafe: bool) -> dict[str,
     entry: dict[str, Any] = {"path": path, "format": kind, "file_size": os.path.getsize(path)}
     if kind == "tflite":
         entry.update(dict.fromkeys(TFLITE_UNKNOWN))  # no Keras layers to count from
-        runner: _Runner = _TfliteRunner(path, spec.threads)
-    else:
-        entry.update(weight_counts(path))
-        model = load_keras_model(path, unsafe)
-        entry.update(count_macs(model))
-        runner = _KerasRunner(model)
-    entry["latency"] = [_time_batch(runner, batch, spec) for batch in spec.batch_sizes]
+        entry["latency"] = time_tflite(path, spec)  # in a child process, as the probe was
+        return entry
+    entry.update(weight_counts(path))
+    model = load_keras_model(path, unsafe)
+    entry.update(count_macs(model))
+    runner = _KerasRunner(model)
+    entry["latency"] = [time_batch(runner, batch, spec) for batch in spec.batch_sizes]
     return entry
 
 
@@ -170,17 +144,7 @@ def weight_counts(path: str) -> dict[str, int]:
     return {"params": params, "nonzero_params": nonzero}
 
 
-class _Runner:
-    """Makes inputs for a batch size and runs one forward pass, returning a host array."""
-
-    def inputs(self, batch: int) -> Any:
-        raise NotImplementedError
-
-    def __call__(self, inputs: Any) -> Any:
-        raise NotImplementedError
-
-
-class _KerasRunner(_Runner):
+class _KerasRunner(Runner):
     """A concrete function per batch size: graph execution without tf.function's per-call
     signature matching, which is faster and steadier than eager calls or predict_on_batch
     (measured on the sample MLP: 0.18 ms vs 0.31 ms and 0.35 ms per call)."""
@@ -205,72 +169,6 @@ class _KerasRunner(_Runner):
 
         outputs = self.concrete(tf.nest.map_structure(tf.constant, inputs))
         return tf.nest.map_structure(lambda t: t.numpy(), outputs)
-
-
-class _TfliteRunner(_Runner):
-    def __init__(self, path: str, threads: int) -> None:
-        self.interpreter = make_interpreter(path=path, threads=threads)
-
-    def inputs(self, batch: int) -> Any:
-        for detail in self.interpreter.get_input_details():
-            shape = [batch, *[int(d) for d in detail["shape_signature"][1:]]]
-            self.interpreter.resize_tensor_input(detail["index"], shape)
-        self.interpreter.allocate_tensors()
-        rng = np.random.default_rng(SEED)
-        return [
-            _random(rng, list(d["shape"]), np.dtype(d["dtype"]).name)
-            for d in self.interpreter.get_input_details()
-        ]
-
-    def __call__(self, inputs: Any) -> Any:
-        for detail, array in zip(self.interpreter.get_input_details(), inputs, strict=True):
-            self.interpreter.set_tensor(detail["index"], array)
-        self.interpreter.invoke()
-        return [
-            self.interpreter.get_tensor(d["index"]) for d in self.interpreter.get_output_details()
-        ]
-
-
-def _random(rng: np.random.Generator, shape: list[Any], dtype: str) -> np.ndarray:
-    shape = [FREE_DIMENSION if d is None or d < 0 else int(d) for d in shape]
-    name = dtype.split(".")[-1].strip("'>")
-    if "int" in name:
-        return rng.integers(0, 8, size=shape).astype(name)
-    return rng.normal(size=shape).astype(name if name.startswith("float") else "float32")
-
-
-def _time_batch(runner: _Runner, batch: int, spec: BenchSpec) -> dict[str, Any]:
-    """Warm up (trace, allocate), then time `repeats` calls; latency figures in milliseconds."""
-    try:
-        inputs = runner.inputs(batch)
-        for _ in range(spec.warmup):
-            runner(inputs)
-        times = []
-        for _ in range(spec.repeats):
-            start = time.perf_counter()
-            runner(inputs)
-            times.append((time.perf_counter() - start) * 1000.0)
-    except InputError:
-        raise
-    except Exception as error:  # shape/dtype problems surface as many TF exception types
-        raise InputError(f"could not run the model at batch size {batch}: {error}") from error
-    return latency_stats(times, batch)
-
-
-def latency_stats(times_ms: list[float], batch: int) -> dict[str, Any]:
-    """Median and p90 (nearest rank), spread = p90/median, throughput from the median."""
-    ordered = sorted(times_ms)
-    median = statistics.median(ordered)
-    p90 = ordered[min(len(ordered) - 1, int(np.ceil(0.9 * len(ordered))) - 1)]
-    return {
-        "batch_size": batch,
-        "median_ms": median,
-        "p90_ms": p90,
-        "min_ms": ordered[0],
-        "std_ms": statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
-        "spread": p90 / median if median > 0 else None,
-        "throughput": batch / (median / 1000.0) if median > 0 else None,
-    }
 
 
 def count_macs(model: Any) -> dict[str, Any]:

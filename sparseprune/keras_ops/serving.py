@@ -26,12 +26,12 @@ from sparseprune.keras_ops.bench import (
     BenchSpec,
     _KerasRunner,
     _preflight,
-    latency_stats,
     pin_threads,
 )
 from sparseprune.keras_ops.export import convert
 from sparseprune.keras_ops.interpreters import interpreter_runtime, make_interpreter
 from sparseprune.keras_ops.loading import load_keras_model
+from sparseprune.keras_ops.timing import latency_stats
 from sparseprune.keras_ops.verify import as_array
 from sparseprune.schema import JsonResult
 
@@ -78,7 +78,7 @@ def bench_serving(
     spec = spec or BenchSpec()
     spec.check()
     path = os.fspath(path)
-    kind = _preflight(path, unsafe)
+    kind = _preflight(path, spec, unsafe)
     if kind == "tflite":
         raise InputError("bench --serving compares serving paths of a Keras model, not a .tflite.")
     threads = pin_threads(spec.threads)
