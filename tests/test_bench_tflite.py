@@ -12,6 +12,7 @@ that calls os.abort() under a stated condition; the parent side is the real one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -22,8 +23,8 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES
 
-from sparseprune.errors import InputError
-from sparseprune.keras_ops import tflite_probe
+from sparseprune.errors import DEBUG_ENV, InputError
+from sparseprune.keras_ops import quiet, tflite_probe
 from sparseprune.keras_ops.timing import BenchSpec
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "SPARSEPRUNE"))}
@@ -186,3 +187,21 @@ def test_a_crash_the_probe_did_not_see_is_caught_in_the_timing_child(
     tflite_probe.probe_tflite(str(tflite["intact"]), spec)
     with pytest.raises(InputError, match=r"crashed on it at batch size 2 .*\(SIGABRT\)"):
         tflite_probe.time_tflite(str(tflite["intact"]), spec)
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"), [(None, False), (InputError("ours"), False), (ValueError("crash"), True)]
+)
+def test_c_chatter_is_replayed_only_for_an_unexpected_error(
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception | None,
+    shown: bool,
+) -> None:
+    """What C wrote to fd 2 explains a crash, but not a failure our own line already explains."""
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with contextlib.suppress(type(error) if error else ()), quiet.c_chatter_dropped():
+        os.write(2, b"INFO: from C\n")
+        if error is not None:
+            raise error
+    assert (capfd.readouterr().err == "INFO: from C\n") is shown
