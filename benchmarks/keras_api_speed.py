@@ -23,7 +23,13 @@ of load on the machine hits all four alike. The per-step and fixed per-epoch cos
 the two epoch lengths.
 
     python benchmarks/keras_api_speed.py [--epochs 6] [--long-epochs 3] [--repeat 8]
-        [--rounds 3] [--backend tensorflow] [--input numpy,tf.data] [--threads N] [--json]
+        [--rounds 3] [--backend tensorflow] [--input numpy,tf.data] [--threads N]
+        [--clock wall|cpu] [--json]
+
+`--clock cpu` times each epoch in CPU seconds of the whole process (all its threads) instead of
+wall seconds: on a shared machine another job's load then moves the figures far less (what
+PyTorch's eager step, ~40% apart between wall-clock runs, needs); with `--threads 1`, spinning
+thread pools do not count either.
 
 With numpy input, Keras 3 pays a fixed cost per epoch that tf_keras does not (its array adapter
 sets up the epoch's shuffled pipeline), most of the absolute gap to TFMOT on 45-step epochs;
@@ -45,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = ("mlp", "cnn")
 WHO = ("keras3", "ours", "tf_keras", "tfmot")
 INPUT_ENV = "KERAS_API_SPEED_INPUT"  # numpy arrays (default) or one tf.data pipeline
+CLOCK_ENV = "KERAS_API_SPEED_CLOCK"  # wall (default) or cpu: process CPU seconds
 SPE = 8  # steps_per_execution of the fused pruning fit (TF and JAX)
 
 
@@ -71,12 +78,13 @@ def build(k, name: str):
 
 def epoch_times(model, x, y, epochs: int, callbacks: list) -> list[float]:
     times: list[float] = []
+    clock = time.process_time if os.environ.get(CLOCK_ENV) == "cpu" else time.perf_counter
 
     def start(epoch, logs):
-        times.append(time.perf_counter())
+        times.append(clock())
 
     def stop(epoch, logs):
-        times[-1] = time.perf_counter() - times[-1]
+        times[-1] = clock() - times[-1]
 
     k = sys.modules[type(model).__module__.split(".")[0]]
     timer = k.callbacks.LambdaCallback(on_epoch_begin=start, on_epoch_end=stop)
@@ -158,9 +166,14 @@ def run_worker(library: str, args: argparse.Namespace, source: str) -> dict:
     if library == "tfmot":
         env["TF_USE_LEGACY_KERAS"] = "1"
     env[INPUT_ENV] = source
+    env[CLOCK_ENV] = args.clock
     if args.threads:
         threads = str(args.threads)
         env.update({"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads})
+        eigen = "false" if args.threads == 1 else "true"  # XLA's CPU pool (JAX)
+        env["XLA_FLAGS"] = (
+            f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+        )
     command = [sys.executable, __file__, "--worker", library]
     for option in ("epochs", "long_epochs", "repeat"):
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
@@ -261,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: numpy (Keras 3 builds its pipeline each epoch) and/or tf.data "
         "(one pipeline made once)",
     )
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="seconds of what (see above)"
+    )
     parser.add_argument("--worker", choices=("keras", "tfmot"))
     args = parser.parse_args(argv)
     if args.worker:
@@ -275,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     for source in sources:
         rows += rows_for(source, interleaved(args, source))
     if args.json:
-        print(json.dumps({"backend": args.backend, "rows": rows}, indent=2))
+        print(json.dumps({"backend": args.backend, "clock": args.clock, "rows": rows}, indent=2))
         return 0
-    print(f"backend {args.backend} (TFMOT: tf_keras on tensorflow); median s/epoch over "
-          f"{args.rounds} rounds (first epoch of each fit left out)")  # fmt: skip
+    print(f"backend {args.backend} (TFMOT: tf_keras on tensorflow); median {args.clock}-clock "
+          f"s/epoch over {args.rounds} rounds (first epoch of each fit left out)")  # fmt: skip
     header = ("input", "model", "steps", "Keras 3", "ours", "ours/plain", "tf_keras", "TFMOT",
               "ratio", "ours/TFMOT", "k3/tfk", "floor")  # fmt: skip
     line = "{:<8} {:<5} {:>5} {:>8} {:>8} {:>16} {:>8} {:>8} {:>6} {:>16} {:>6} {:>6}"

@@ -121,6 +121,7 @@ def _fit_data(data: Dataset, train: TrainSpec, validate: bool) -> dict[str, Any]
     validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(train.batch_size)
     return {
         "x": batches.batch(train.batch_size).prefetch(2),
+        "shuffle": False,  # the pipeline shuffles; fit's default would warn on stderr
         "validation_data": validation.cache() if validate else None,
     }
 
