@@ -132,6 +132,76 @@ def unit_norms(values: Any) -> Any:
     return ops.where(ops.isnan(norms), float("inf"), norms)
 
 
+def class_scores(
+    norms: Sequence[Any], classes: Sequence[Any], count: int, blocked: Sequence[int]
+) -> Any:
+    """Root mean square of each class's unit norms (`numeric.tied.class_scores`); +inf (never
+    chosen) where blocked or NaN. Class sums by segment_sum: no dense constant per member."""
+    total = ops.zeros((count,), "float32")
+    size = np.zeros(count, "float32")
+    for norm, ids in zip(norms, classes, strict=True):
+        segments = ops.convert_to_tensor(np.asarray(ids, "int32"))
+        total = total + ops.segment_sum(norm * norm, segments, num_segments=count)
+        size += np.bincount(np.asarray(ids), minlength=count)
+    rms = ops.sqrt(total / ops.convert_to_tensor(np.maximum(size, 1)))
+    never = np.zeros(count, bool)
+    never[list(blocked)] = True
+    return ops.where(ops.logical_or(ops.convert_to_tensor(never), ops.isnan(rms)),
+                     float("inf"), rms)  # fmt: skip
+
+
+def greedy_choice(
+    scores: Any, weights: np.ndarray, spans: Sequence[np.ndarray], rooms: Sequence[int], count: Any
+) -> Any:
+    """1 per entry the one-shot greedy takes (`numeric.tied.choose_classes`/`global_choice`):
+    entries in (score, index) order, taken while less than `count` weight is taken, never a
+    non-finite score, skipping one that would use more units of a constrained member than its
+    room. `spans[j]` gives the entry of each unit of constrained member j, `rooms[j]` how many
+    of its units may go.
+
+    Without a skip the choice is a prefix sum; the sequential loop runs only on steps where that
+    choice overfills a member, which is exactly when the greedy skips.
+    """
+    size = int(scores.shape[0])
+    order = stable_argsort(scores)
+    finite = ops.logical_not(ops.isinf(ops.take(scores, order)))
+    sizes = ops.take(ops.convert_to_tensor(np.asarray(weights, "int32")), order)
+    count = ops.cast(count, "int32")
+    inverse = ops.argsort(order)
+    prefix = ops.logical_and(ops.less(ops.cumsum(sizes) - sizes, count), finite)
+    fast = ops.take(ops.cast(prefix, "int32"), inverse)
+    if not spans:
+        return fast
+    used = [ops.sum(ops.take(fast, ops.convert_to_tensor(np.asarray(s, "int32")))) for s in spans]
+    overfull = ops.any(ops.greater(ops.stack(used), np.asarray(rooms, "int32")))
+    usage = np.stack([np.bincount(s, minlength=size) for s in spans], axis=1).astype("int32")
+
+    def sequential() -> Any:
+        rows = ops.take(ops.convert_to_tensor(usage), order, axis=0)  # in ranked order
+        positions = ops.arange(size, dtype="int32")
+
+        def more(k: Any, left: Any, taken: Any, picked: Any) -> Any:
+            return ops.logical_and(ops.less(k, size), ops.less(taken, count))
+
+        def take_next(k: Any, left: Any, taken: Any, picked: Any) -> Any:
+            row = ops.take(rows, k, axis=0)
+            fits = ops.logical_and(ops.all(ops.less_equal(row, left)), ops.take(finite, k))
+            step = ops.cast(fits, "int32")
+            picked = ops.where(ops.equal(positions, k), step, picked)
+            return k + 1, left - row * step, taken + ops.take(sizes, k) * step, picked
+
+        start = (
+            ops.convert_to_tensor(0, "int32"),
+            ops.convert_to_tensor(np.asarray(rooms, "int32")),
+            ops.convert_to_tensor(0, "int32"),
+            ops.zeros((size,), "int32"),
+        )
+        picked = ops.while_loop(more, take_next, start, maximum_iterations=size)[3]
+        return ops.take(picked, inverse)
+
+    return ops.cond(overfull, sequential, lambda: fast)
+
+
 def tied_unit_masks(
     members: Sequence[tuple[Any, Sequence[int], int]], blocked: Sequence[int], sparsity: Any
 ) -> list[Any]:
@@ -139,34 +209,68 @@ def tied_unit_masks(
 
     `members` holds (values, class id of each unit, unit axis) per kernel. A class scores the
     root mean square of its members' unit norms; the `sparsity` share of all classes with the
-    lowest scores (ties: lower class id) is pruned in every member; blocked classes never are.
-    The caller makes sure no member can lose all of its units (`tied.never_empties`).
+    lowest scores (ties: lower class id) is pruned in every member; blocked classes never are,
+    nor a class that would take a member's last unit (`tied.choose_classes`' guard).
     """
     count = 1 + max(max(ids) for _, ids, _ in members)
-    total = ops.zeros((count,), "float32")
-    size = np.zeros(count, "float32")
-    for values, ids, axis in members:
-        norms = unit_norms(ops.moveaxis(values, axis, -1))
-        segments = ops.convert_to_tensor(np.asarray(ids, "int32"))
-        total = total + ops.segment_sum(norms * norms, segments, num_segments=count)
-        size += np.bincount(np.asarray(ids), minlength=count)
-    rms = ops.sqrt(total / ops.convert_to_tensor(np.maximum(size, 1)))
-    never = np.zeros(count, bool)
-    never[list(blocked)] = True
-    scores = ops.where(ops.logical_or(ops.convert_to_tensor(never), ops.isnan(rms)),
-                       float("inf"), rms)  # fmt: skip
-    chosen = ops.logical_and(
-        ops.less(ranks(scores), prune_count(count, sparsity)),
-        ops.logical_not(ops.isinf(scores)),
-    )
-    keep = ops.cast(ops.logical_not(chosen), "float32")
-    out = []
-    for values, ids, axis in members:
-        mine = ops.take(keep, ops.convert_to_tensor(np.asarray(ids, "int32")))
-        moved = [d for i, d in enumerate(values.shape) if i != axis % len(values.shape)]
-        spread = ops.broadcast_to(mine, (*moved, len(ids)))
-        out.append(ops.moveaxis(spread, -1, axis))
-    return out
+    norms = [unit_norms(ops.moveaxis(values, axis, -1)) for values, _, axis in members]
+    scores = class_scores(norms, [ids for _, ids, _ in members], count, blocked)
+    # A member holding a blocked class always keeps that unit: only the others need the guard.
+    guarded = [np.asarray(ids) for _, ids, _ in members if not set(ids) & set(blocked)]
+    chosen = greedy_choice(scores, np.ones(count), guarded, [len(ids) - 1 for ids in guarded],
+                           prune_count(count, sparsity))  # fmt: skip
+    keep = 1.0 - ops.cast(chosen, "float32")
+    return [spread_units(ops.take(keep, np.asarray(ids, "int32")), values.shape, axis)
+            for values, ids, axis in members]  # fmt: skip
+
+
+def global_unit_masks(
+    norms: Sequence[Any], ties: Sequence[tuple[int, Sequence[int], Sequence[int]] | None],
+    caps: Sequence[int | None], sparsity: Any,
+) -> list[Any]:  # fmt: skip
+    """Global unit selection over a pool with tied kernels (`numeric.tied.global_choice`): 1.0
+    per kept unit of each member.
+
+    `ties[i]` is member i's (group, class id of each unit, blocked classes), None for a kernel
+    ranked unit by unit. Entries in pool order: a single unit, or a group's classes at its first
+    member; the pool loses the `sparsity` share of all its units, each member at most `caps[i]`.
+    """
+    groups: dict[int, list[int]] = {}
+    for i, tie in enumerate(ties):
+        if tie is not None:
+            groups.setdefault(tie[0], []).append(i)
+    segments: list[Any] = []
+    weights: list[np.ndarray] = []
+    index: list[np.ndarray] = [np.zeros(0, int)] * len(norms)
+    offset = 0
+    for i, tie in enumerate(ties):
+        if tie is None:
+            segments.append(norms[i])
+            weights.append(np.ones(int(norms[i].shape[0]), "int32"))
+            index[i] = offset + np.arange(int(norms[i].shape[0]))
+        elif groups[tie[0]][0] == i:
+            members = groups[tie[0]]
+            classes = [np.asarray(ties[j][1]) for j in members]  # type: ignore[index]
+            count = 1 + max(int(ids.max()) for ids in classes)
+            segments.append(class_scores([norms[j] for j in members], classes, count, tie[2]))
+            weights.append(np.sum([np.bincount(ids, minlength=count) for ids in classes], axis=0))
+            for j, ids in zip(members, classes, strict=True):
+                index[j] = offset + ids
+        else:
+            continue
+        offset += int(segments[-1].shape[0])
+    units = [int(n.shape[0]) for n in norms]
+    capped = [i for i, cap in enumerate(caps) if cap is not None and cap < units[i]]
+    count = prune_count(sum(units), sparsity)
+    chosen = greedy_choice(ops.concatenate(segments), np.concatenate(weights),
+                           [index[i] for i in capped], [caps[i] for i in capped], count)  # type: ignore[misc] # fmt: skip
+    return [1.0 - ops.cast(ops.take(chosen, np.asarray(ids, "int32")), "float32") for ids in index]
+
+
+def spread_units(keep: Any, shape: Sequence[int], axis: int) -> Any:
+    """One decision per unit spread over its whole slice of a kernel of `shape`."""
+    moved = [d for i, d in enumerate(shape) if i != axis % len(shape)]
+    return ops.moveaxis(ops.broadcast_to(keep, (*moved, int(keep.shape[0]))), -1, axis)
 
 
 def threshold_mask(values: Any, threshold: float) -> Any:

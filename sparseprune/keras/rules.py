@@ -86,12 +86,15 @@ class WeightRule:
     unit_axis: int = -1  # units, tied_units: the output-unit axis (-2: transposed conv)
     classes: tuple[int, ...] | None = None  # tied_units: class id of each unit in the pool
     blocked: tuple[int, ...] = ()  # tied_units: classes never pruned (shared outside the pool)
+    group: int | None = None  # global_units: the tied group `classes` belongs to (None: untied)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"rule method must be one of {', '.join(METHODS)}, got {self.method}")
         if self.method == "tied_units" and self.classes is None:
             raise ValueError("a 'tied_units' rule needs classes=(class id of each unit).")
+        if self.group is not None and (self.method != "global_units" or self.classes is None):
+            raise ValueError("group=G ties a 'global_units' rule's classes=(...) to group G.")
         if self.method in POOLED_METHODS and not self.pool:
             # No default pool: one shared by every nameless rule would rank the weights of
             # unrelated models together (prune_low_magnitude names one pool per call).

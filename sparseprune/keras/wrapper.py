@@ -275,19 +275,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def _pool_share(self, weight: Any, rule: WeightRule, sparsity: Any) -> Any:
         """Compute the whole pool's selection (identical in every member) and keep ours."""
         assert rule.pool is not None  # WeightRule requires a pool name for global methods
-        scores, caps, mine = [], [], 0
-        for wrapper, name, cap in pool(rule.pool).live_members():
-            w, m, member_rule = wrapper.pair(name)
+        members = [(w.pair(name), cap) for w, name, cap in pool(rule.pool).live_members()]
+        mine = next(i for i, ((w, _, _), _) in enumerate(members) if w is weight)
+        if rule.method == "global_units":
+            return _unit_pool_share(members, mine, weight.shape, rule, sparsity)
+        scores, caps = [], []
+        for (w, m, member_rule), cap in members:
             values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
             score = ops.reshape(_pool_scores(values, member_rule), (-1,))
             size = int(score.shape[0])
             scores.append(score)
             caps.append(None if cap is None else prune_count(size, cap))
-            if w is weight:
-                mine = len(scores) - 1
         keep = masking.global_masks(scores, sparsity, caps)[mine]
-        if rule.method == "global_units":
-            return ops.broadcast_to(keep, weight.shape)
         if rule.block is not None:
             shape = [d for d in weight.shape if d != 1]
             grid = [-(-shape[0] // rule.block[0]), -(-shape[1] // rule.block[1])]
@@ -337,13 +336,30 @@ def _two_ints(value: Sequence[int], name: str) -> tuple[int, int]:
 
 
 def _pool_scores(values: Any, rule: WeightRule) -> Any:
-    """What a pool ranks for one member: unit norms, block scores, or |w|."""
-    if rule.method == "global_units":
-        return masking.unit_norms(values)
+    """What a weight or block pool ranks for one member: block scores or |w|."""
     if rule.block is not None:
         squeezed = ops.reshape(values, [d for d in values.shape if d != 1])
         return masking.block_scores(squeezed, rule.block, rule.block_pooling)
     return masking.magnitude_scores(values)
+
+
+def _unit_pool_share(
+    members: list, mine: int, shape: Any, rule: WeightRule, sparsity: Any
+) -> Any:
+    """A global unit pool's selection, kept for member `mine` and spread over its kernel: by
+    norm alone (`global_masks`), or with tied members' classes as entries (`global_unit_masks`)."""
+    norms, ties, caps = [], [], []
+    for (w, m, member_rule), cap in members:
+        values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
+        norms.append(masking.unit_norms(ops.moveaxis(values, member_rule.unit_axis, -1)))
+        tied = member_rule.group is not None and member_rule.classes is not None
+        ties.append((member_rule.group, member_rule.classes, member_rule.blocked) if tied else None)
+        caps.append(None if cap is None else prune_count(int(norms[-1].shape[0]), cap))
+    if any(t is not None for t in ties):
+        keep = masking.global_unit_masks(norms, ties, caps, sparsity)[mine]
+    else:
+        keep = masking.global_masks(norms, sparsity, caps)[mine]
+    return masking.spread_units(keep, shape, rule.unit_axis)
 
 
 def _given_mask(values: np.ndarray, shape: Any) -> np.ndarray:

@@ -153,7 +153,7 @@ def _wrapped(model: Any, rules: MaskRules, variables: dict, train: TrainSpec, st
     from sparseprune.keras.wrapper import PruneLowMagnitude
 
     pools = {kind: f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("weights", "units", "blocks")}
-    ties = {r.tie.group for r in rules.rules if r.tie is not None}
+    ties = {r.tie.group for r in rules.rules if r.tie is not None and r.method == "tied_units"}
     pools.update({f"tie{group}": f"tie{group}-{uuid.uuid4().hex[:8]}" for group in ties})
     by_variable = {id(variables[r.name]): r for r in rules.rules}
     rules_by_layer: dict[int, dict[str, Any]] = {}
@@ -212,7 +212,12 @@ def _weight_rule(rule: TensorRule, rules: MaskRules, train: TrainSpec, steps, po
         "mask": {"method": "fixed"},
         "threshold": {"method": "threshold"},
         "global": {"method": "global", "pool": pools["weights"], "cap": rule.cap},
-        "global_units": {"method": "global_units", "pool": pools["units"], "cap": rule.cap},
+        "global_units": {
+            "method": "global_units",
+            "pool": pools["units"],
+            "cap": rule.cap,
+            "unit_axis": rule.unit_axis,
+        },
         "global_blocks": {
             "method": "global",
             "pool": pools["blocks"],
@@ -222,13 +227,19 @@ def _weight_rule(rule: TensorRule, rules: MaskRules, train: TrainSpec, steps, po
         },
     }
     if rule.tie is not None:
-        table["tied_units"] = {
-            "method": "tied_units",
-            "pool": pools[f"tie{rule.tie.group}"],
-            "unit_axis": rule.unit_axis,
+        tie = {
             "classes": tuple(int(c) for c in rule.tie.classes),
             "blocked": tuple(int(c) for c in np.flatnonzero(rule.tie.blocked)),
         }
+        if rule.method == "global_units":  # a tied group inside the global unit pool
+            table["global_units"].update(tie, group=rule.tie.group)
+        else:
+            table["tied_units"] = {
+                "method": "tied_units",
+                "pool": pools[f"tie{rule.tie.group}"],
+                "unit_axis": rule.unit_axis,
+                **tie,
+            }
     if rule.method not in table:
         raise InputError(f"--method mask cannot train rule {rule.method} for {rule.name}.")
     return WeightRule(**common, **table[rule.method])

@@ -24,7 +24,6 @@ from sparseprune.numeric.masks import (
     global_cut,
     global_positions,
     global_unit_cut,
-    global_unit_positions,
     n_of_m_positions,
     prune_count,
     smallest_positions,
@@ -32,7 +31,7 @@ from sparseprune.numeric.masks import (
     unit_positions,
 )
 from sparseprune.numeric.stats import exact_threshold
-from sparseprune.numeric.tied import Tie, choose_classes, class_scores
+from sparseprune.numeric.tied import Tie, choose_classes, class_scores, global_choice
 
 # TFMOT's default frequency (100 steps) never prunes a short run on a small dataset. We update the
 # masks several times per epoch and finish pruning half-way, leaving the second half of the run to
@@ -225,16 +224,22 @@ def _global_block_positions(
 def _global_unit_positions(
     values: dict[str, np.ndarray], rules: MaskRules, progress: Callable[[float], float]
 ) -> dict[str, np.ndarray]:
-    """Whole units ranked by norm over every pooled layer, at the scheduled fraction of units."""
+    """Whole units ranked by norm over every pooled layer, at the scheduled fraction of units;
+    tied members' classes as one entry each (`tied.global_choice`)."""
     pooled = [r for r in rules.rules if r.method == "global_units"]
     if not pooled or rules.target is None:
         return {}
-    norms = [unit_norms(values[r.name]) for r in pooled]
+    views = [np.moveaxis(values[r.name], r.unit_axis, -1) for r in pooled]
+    norms = [unit_norms(v) for v in views]
     total, caps = _pool_counts([n.size for n in norms], pooled, progress(rules.target))
-    selection = global_unit_cut(norms, total, caps)
+    if any(r.tie is not None for r in pooled):
+        picks = global_choice(norms, [r.tie for r in pooled], total, caps)
+    else:
+        selection = global_unit_cut(norms, total, caps)
+        picks = [global_positions(norms[i], i, selection) for i in range(len(pooled))]
     return {
-        r.name: global_unit_positions(values[r.name], norms[i], i, selection)
-        for i, r in enumerate(pooled)
+        r.name: np.moveaxis(columns(view.shape, pick), -1, r.unit_axis)
+        for r, view, pick in zip(pooled, views, picks, strict=True)
     }
 
 

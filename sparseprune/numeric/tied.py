@@ -64,3 +64,56 @@ def never_empties(classes: Sequence[np.ndarray], blocked: np.ndarray, prune: int
     """Whether choosing any `prune` classes leaves every member a unit, so the last-unit guard of
     `choose_classes` never binds (then a plain lowest-k choice, as in keras.ops, is the same)."""
     return all(blocked[np.unique(ids)].any() or len(np.unique(ids)) > prune for ids in classes)
+
+
+def global_choice(
+    norms: Sequence[np.ndarray], ties: Sequence[Tie | None], count: int, caps: Sequence[int]
+) -> list[np.ndarray]:
+    """Global scope over a pool of unit kernels (`norms[i]`: member i's unit norms; `ties[i]`:
+    its place in a tied group, None for a kernel ranked unit by unit).
+
+    One ranking of single units and whole classes by score, ties in pool order (a group's
+    classes at its first member, by class id), taken until `count` units are chosen, an entry
+    only if every member it touches stays within its cap; True per chosen unit of each member.
+    """
+    chosen = [np.zeros(len(n), bool) for n in norms]
+    left = list(caps)
+    taken = 0
+    for score, _, parts in sorted(_entries(norms, ties), key=lambda e: (e[0], e[1])):
+        if taken >= count or not np.isfinite(score):
+            break
+        if any(left[i] < len(units) for i, units in parts):
+            continue
+        for i, units in parts:
+            chosen[i][units] = True
+            left[i] -= len(units)
+            taken += len(units)
+    return chosen
+
+
+Entry = tuple[float, int, list[tuple[int, np.ndarray]]]  # score, pool order, (member, units)
+
+
+def _entries(norms: Sequence[np.ndarray], ties: Sequence[Tie | None]) -> list[Entry]:
+    entries: list[Entry] = []
+    groups: dict[int, list[int]] = {}
+    for i, tie in enumerate(ties):
+        if tie is not None:
+            groups.setdefault(tie.group, []).append(i)
+    for i, member in enumerate(norms):
+        tie = ties[i]
+        if tie is None:
+            scores = np.where(np.isnan(member), np.inf, member)
+            for u, score in enumerate(scores):
+                entries.append((float(score), len(entries), [(i, np.array([u]))]))
+        elif groups[tie.group][0] == i:  # a group's classes, once, at its first member
+            members = groups[tie.group]
+            group_ties = [ties[j] for j in members]
+            classes = [t.classes for t in group_ties if t is not None]
+            scores = class_scores([norms[j] for j in members], classes, tie.count, tie.blocked)
+            for c, score in enumerate(scores):
+                parts = [
+                    (j, np.flatnonzero(ids == c)) for j, ids in zip(members, classes, strict=True)
+                ]
+                entries.append((float(score), len(entries), [(j, u) for j, u in parts if len(u)]))
+    return entries

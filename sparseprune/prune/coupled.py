@@ -19,8 +19,9 @@ import numpy as np
 from sparseprune.choices import TensorMethod
 from sparseprune.errors import InputError
 from sparseprune.formats import ModelFile
+from sparseprune.numeric import tied
 from sparseprune.numeric.masks import prune_count
-from sparseprune.numeric.tied import choose_classes, class_scores
+from sparseprune.numeric.tied import Tie, choose_classes, class_scores
 from sparseprune.prune.plan import Plan, TensorPlan
 from sparseprune.shrink.graph import Group, Node, build_graph, build_groups, channel_slots
 from sparseprune.shrink.shapes import input_shapes
@@ -119,41 +120,17 @@ def global_choice(
     norms: list[np.ndarray], groups: list[list[int]], coupled: list[Coupling], count: int,
     caps: list[int],
 ) -> list[np.ndarray]:  # fmt: skip
-    """Global scope: one ranking of single units and whole classes by score, ties in pool order,
-    taken until `count` units are chosen, a class only if every member stays within its cap.
-    `groups[k]` gives the pool indices of `coupled[k]`'s members."""
-    entries = _entries(norms, groups, coupled)
-    chosen = [np.zeros(len(n), bool) for n in norms]
-    left = list(caps)
-    taken = 0
-    for score, _, parts in sorted(entries, key=lambda e: (e[0], e[1])):
-        if taken >= count or not np.isfinite(score):
-            break
-        if any(left[i] < len(units) for i, units in parts):
-            continue
-        for i, units in parts:
-            chosen[i][units] = True
-            left[i] -= len(units)
-            taken += len(units)
-    return chosen
+    """Global scope (`tied.global_choice`): `groups[k]` gives the pool indices of `coupled[k]`'s
+    members."""
+    return tied.global_choice(norms, pool_ties(len(norms), groups, coupled), count, caps)
 
 
-Entry = tuple[float, int, list[tuple[int, np.ndarray]]]  # score, pool order, (member, units)
-
-
-def _entries(norms: list[np.ndarray], groups: list[list[int]], coupled: list[Coupling]):
-    entries: list[Entry] = []
-    owner = {i: k for k, members in enumerate(groups) for i in members}
-    for i, member in enumerate(norms):
-        if i not in owner:
-            scores = np.where(np.isnan(member), np.inf, member)
-            for u, score in enumerate(scores):
-                entries.append((float(score), len(entries), [(i, np.array([u]))]))
-        elif groups[owner[i]][0] == i:  # a coupling's classes, once, at its first member
-            k = owner[i]
-            scores = coupled[k].scores([norms[j] for j in groups[k]])
-            members = list(zip(groups[k], coupled[k].classes, strict=True))
-            for c, score in enumerate(scores):
-                parts = [(j, np.flatnonzero(ids == c)) for j, ids in members]
-                entries.append((float(score), len(entries), [(j, u) for j, u in parts if len(u)]))
-    return entries
+def pool_ties(
+    size: int, groups: list[list[int]], coupled: list[Coupling], target: float = 0.0
+) -> list[Tie | None]:
+    """Each pool member's place in its tied group (None: ranked unit by unit)."""
+    ties: list[Tie | None] = [None] * size
+    for k, (members, coupling) in enumerate(zip(groups, coupled, strict=True)):
+        for i, ids in zip(members, coupling.classes, strict=True):
+            ties[i] = Tie(k, ids, coupling.count, coupling.blocked, target)
+    return ties

@@ -55,7 +55,7 @@ def run_training(
     on_epoch: Callable[[dict], None] | None,
     units: TrainingUnits | None = None,
 ) -> Training:
-    """`units`: unit kernels held fixed or ranked as tied groups (`structured.training_units`)."""
+    """`units`: unit kernels ranked as tied groups (`structured.training_units`)."""
     method = TrainMethod.parse(method, "method")
     if method is TrainMethod.MASK:
         if train is None:
@@ -63,7 +63,7 @@ def run_training(
         from sparseprune.keras_ops.mask_trainer import finetune_with_masks
 
         units = units or TrainingUnits()
-        rules = mask_rules(plan, units.fixed, units.ties)
+        rules = mask_rules(plan, units.ties)
         result = finetune_with_masks(source, rules, train, unsafe, on_epoch)
         steps = asdict(result.steps) if result.steps else None
         return Training(

@@ -103,29 +103,24 @@ def unit_count(tensor: TensorInfo) -> int:
     return tensor.shape[unit_axis(tensor.layer_class)]
 
 
-def mask_rules(
-    plan: Plan, fixed: dict[str, np.ndarray] | None = None, ties: dict[str, Tie] | None = None
-) -> MaskRules:
-    """The plan as rules a trainer applies at every schedule step; `fixed` masks (by tensor
-    name, 0 = pruned) are held through training instead, and `ties` rank their members' units
-    together (`structured.training_units`)."""
-    fixed, ties = fixed or {}, ties or {}
-    rules = tuple(_mask_rule(p, fixed, ties) for p in plan.pruned)
+def mask_rules(plan: Plan, ties: dict[str, Tie] | None = None) -> MaskRules:
+    """The plan as rules a trainer applies at every schedule step; `ties` rank their members'
+    units together (`structured.training_units`)."""
+    rules = tuple(_mask_rule(p, ties or {}) for p in plan.pruned)
     spec = plan.spec
     return MaskRules(
         rules, spec.target, spec.threshold, spec.pattern, spec.block, spec.block_pooling
     )
 
 
-def _mask_rule(p: TensorPlan, fixed: dict[str, np.ndarray], ties: dict[str, Tie]) -> TensorRule:
+def _mask_rule(p: TensorPlan, ties: dict[str, Tie]) -> TensorRule:
     name = p.tensor.name
-    if name in fixed:
-        return TensorRule(name, TensorMethod.MASK, None, None, fixed[name])
     axis = unit_axis(p.tensor.layer_class)
-    if name in ties:
-        return TensorRule(name, "tied_units", ties[name].target, unit_axis=axis, tie=ties[name])
     assert p.method is not None  # only planned tensors get a rule
-    return TensorRule(name, p.method, p.target, p.cap, p.mask, unit_axis=axis)
+    tie = ties.get(name)
+    if tie is not None and p.method is not TensorMethod.GLOBAL_UNITS:
+        return TensorRule(name, "tied_units", tie.target, unit_axis=axis, tie=tie)
+    return TensorRule(name, p.method, p.target, p.cap, p.mask, unit_axis=axis, tie=tie)
 
 
 def make_plan(model: ModelFile, spec: PruneSpec) -> Plan:

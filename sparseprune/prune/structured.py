@@ -126,72 +126,44 @@ def apply_units(item: TensorPlan, values: np.ndarray, pool: UnitPool | None) -> 
 
 @dataclass
 class TrainingUnits:
-    """How `--epochs` trains the unit kernels the trainer cannot rank one by one (by tensor name):
-    tied members follow the schedule as one group (`ties`); the rest are held `fixed` (0 = pruned)
-    at the one-shot choice."""
+    """Unit kernels a merge ties, by tensor name: `--epochs` ranks each group's members together
+    at every pruning step (`ties`)."""
 
-    fixed: dict[str, np.ndarray] = field(default_factory=dict)
     ties: dict[str, Tie] = field(default_factory=dict)
+
+    def group(self, group: int) -> list[np.ndarray]:
+        """The class ids of every member of one tied group."""
+        return [tie.classes for tie in self.ties.values() if tie.group == group]
 
 
 def training_units(model: ModelFile, plan: Plan) -> TrainingUnits:
-    """Layer scope: units tied across kernels are ranked together at every pruning step (by
-    class, as `prune/coupled.py` ranks them one-shot) and a transposed convolution's units
-    (axis -2) on their own; a group where the last-unit guard could bind is held fixed instead.
-    Global scope: a pool with tied or transposed kernels is fixed whole at the one-shot
-    selection (the trainer's global unit pool ranks single units only), so its count stays
-    exact."""
-    units = [p for p in plan.tensors if p.method in UNIT_METHODS]
-    pool = unit_pool(model, plan)
-    if pool is None:
-        return TrainingUnits()
-    ties = _scheduled_ties(model, plan)
-    fixed = [p for p in units if p.tensor.name not in ties and _fixed_in_training(p, pool)]
-    if any(p.method is TensorMethod.GLOBAL_UNITS for p in fixed):
-        fixed = list(dict.fromkeys([*fixed, *plan.unit_pooled]))
-    masks = {}
-    for item in fixed:
-        mask = np.ones(item.tensor.shape, np.float32)
-        view = unit_view(item.tensor, mask)
-        chosen = pool.choice(item, unit_view(item.tensor, model.read(item.tensor)))
-        view[..., chosen] = 0.0
-        masks[item.tensor.name] = mask
-    return TrainingUnits(masks, ties)
-
-
-def _fixed_in_training(item: TensorPlan, pool: UnitPool) -> bool:
-    """Chosen one-shot with other kernels, or a transposed kernel in the global pool."""
-    global_transposed = _transposed(item) and item.method is TensorMethod.GLOBAL_UNITS
-    return item.tensor.path in pool.chosen or global_transposed
-
-
-def _scheduled_ties(model: ModelFile, plan: Plan) -> dict[str, Tie]:
-    ties = {}
-    for group, coupling in enumerate(coupled.couplings(model, plan, TensorMethod.UNITS)):
-        prune = prune_count(coupling.count, coupling.target)
-        if never_empties(coupling.classes, coupling.blocked, prune):
-            for item, ids in zip(coupling.items, coupling.classes, strict=True):
-                tie = Tie(group, ids, coupling.count, coupling.blocked, coupling.target)
-                ties[item.tensor.name] = tie
-    return ties
-
-
-def _transposed(item: TensorPlan) -> bool:
-    return unit_axis(item.tensor.layer_class) != -1
+    """Units tied across kernels follow the schedule, ranked by class as `prune/coupled.py` ranks
+    them one-shot: in layer scope per group (with its last-unit guard), in global scope as
+    entries of the global unit pool (under its caps). Transposed convolutions are ranked on
+    their axis -2 (the rules' `unit_axis`)."""
+    ties: dict[str, Tie] = {}
+    target = plan.spec.target or 0.0
+    layer = coupled.couplings(model, plan, TensorMethod.UNITS)
+    pooled = coupled.couplings(model, plan, TensorMethod.GLOBAL_UNITS)
+    for group, coupling in enumerate([*layer, *pooled]):
+        share = coupling.target if group < len(layer) else target
+        for item, ids in zip(coupling.items, coupling.classes, strict=True):
+            ties[item.tensor.name] = Tie(group, ids, coupling.count, coupling.blocked, share)
+    return TrainingUnits(ties)
 
 
 def trained_unit_count(item: TensorPlan, units: TrainingUnits) -> int | None:
-    """Units the trained kernel must hold zeroed: a fixed choice's, a tied group's share (where
-    each class holds one unit of the kernel; else unchecked), or the layer target's."""
-    name = item.tensor.name
-    if name in units.fixed:
-        mask = unit_view(item.tensor, units.fixed[name])
-        return int((mask.reshape(-1, mask.shape[-1]) == 0).all(axis=0).sum())
-    if name in units.ties:
-        tie = units.ties[name]
-        if not tie.one_per_class():
-            return None
-        return min(prune_count(tie.count, tie.target), int((~tie.blocked).sum()))
+    """Units the trained kernel must hold zeroed: a layer-scope tied group's share (where each
+    class holds one unit of the kernel and the last-unit guard cannot bind; else unchecked), or
+    the layer target's."""
+    tie = units.ties.get(item.tensor.name)
+    if tie is not None:
+        if item.method is TensorMethod.GLOBAL_UNITS or not tie.one_per_class():
+            return None  # the pool's count is checked by `check_pool`
+        prune = prune_count(tie.count, tie.target)
+        if not never_empties(units.group(tie.group), tie.blocked, prune):
+            return None  # the last-unit guard may take fewer
+        return min(prune, int((~tie.blocked).sum()))
     if item.method is TensorMethod.UNITS and item.target is not None:
         return prune_count(unit_count(item.tensor), item.target)
     return None
