@@ -8,6 +8,7 @@ variables TFMOT prunes by default for Keras 3's built-in layers (the same table 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -125,14 +126,25 @@ class WeightRule:
 class GlobalPool:
     """Members of one global selection: (wrapper, role, cap) in registration order.
 
-    Every member computes the same selection over all members at update steps and keeps its
-    share, so no layer needs a reference to the model. A second registration of a member with
-    the same name (the model was loaded again) starts a new member list.
+    The first live member leads: at update steps it computes the selection over all members
+    and every member's share, so no layer needs a reference to the model. A second registration
+    of a member with the same name (the model was loaded again) starts a new member list.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: list[tuple[weakref.ref, str, float | None]] = []
+        self._last: tuple[Any, list] | None = None  # (sparsity, selection) of the last update
+
+    def selection(self, sparsity: Any, compute: Callable[[], list]) -> list:
+        """The selection at `sparsity` (the tensor of one update step), computed once however
+        many members ask; the entry keeps `sparsity` alive so its identity stays unique. A
+        Python number may repeat across steps and traces, so it is never reused."""
+        if isinstance(sparsity, (int, float)):
+            return compute()
+        if self._last is None or self._last[0] is not sparsity:
+            self._last = (sparsity, compute())
+        return self._last[1]
 
     def register(self, wrapper: Any, weight_role: str, cap: float | None) -> None:
         alive = [(ref, r, c) for ref, r, c in self.members if ref() is not None]

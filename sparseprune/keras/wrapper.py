@@ -216,16 +216,30 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def _schedule_groups(self) -> list[tuple[PruningSchedule, list]]:
         """The updated pairs grouped by schedule object, so each schedule's predicate and
-        update branch run once per step however many weights share it."""
+        update branch run once per step however many weights share it. A pool's pairs are all
+        updated by its leader (`_led_pairs`), in the leader's group."""
         groups: dict[int, tuple[PruningSchedule, list]] = {}
         for weight, mask, rule in self.pairs:
             if rule.method == "fixed":
                 continue
             assert rule.schedule is not None  # _chosen_rules gives every rule a schedule
-            groups.setdefault(id(rule.schedule), (rule.schedule, []))[1].append(
-                (weight, mask, rule)
-            )
+            updated = [(weight, mask, rule)] if rule.pool is None else self._led_pairs(weight, rule)
+            if updated:
+                groups.setdefault(id(rule.schedule), (rule.schedule, []))[1].extend(updated)
         return list(groups.values())
+
+    def _led_pairs(self, weight: Any, rule: WeightRule) -> list[tuple[Any, Any, WeightRule]]:
+        """Every member's pair of `weight`'s pool when `weight` leads it (is its first live
+        member), else none. One branch computes all of a pool's masks from the same state
+        before any is assigned: a member updated earlier in the step would otherwise change
+        what later members rank (a tied class half zeroed scores lower and can move the
+        boundary of the count), and the selection is computed once, not once per member."""
+        assert rule.pool is not None
+        members = pool(rule.pool).live_members()
+        leader, name, _ = members[0]
+        if leader is not self or name != role(weight):
+            return []
+        return [member.pair(member_role) for member, member_role, _ in members]
 
     def _update_masks_eagerly(self) -> None:
         """PyTorch runs the step eagerly: decide in Python and touch tensors only on update
@@ -235,13 +249,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
         counter = self.pruning_step.value
         step = int(counter.item())
-        for weight, mask, rule in self.pairs:
-            if rule.method == "fixed":
-                continue
-            assert rule.schedule is not None  # _chosen_rules gives every rule a schedule
-            sparsity = rule.schedule.update_at(step)
-            if sparsity is not None:
-                mask.assign(ops.cast(self._compute_mask(weight, mask, rule, sparsity), mask.dtype))
+        for schedule, members in self._schedule_groups():
+            target = schedule.update_at(step)
+            if target is not None:
+                sparsity = ops.convert_to_tensor(target, "float32")  # one per update (pools)
+                masks = [self._compute_mask(w, m, r, sparsity) for w, m, r in members]
+                for (_, mask, _), keep in zip(members, masks, strict=True):
+                    mask.assign(ops.cast(keep, mask.dtype))
         with torch.no_grad():
             counter.add_(1)
 
@@ -273,20 +287,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return masking.magnitude_mask(values, sparsity)
 
     def _pool_share(self, weight: Any, rule: WeightRule, sparsity: Any) -> Any:
-        """Compute the whole pool's selection (identical in every member) and keep ours."""
+        """Our share of the pool's selection, computed once per update for all members."""
         assert rule.pool is not None  # WeightRule requires a pool name for global methods
         members = [(w.pair(name), cap) for w, name, cap in pool(rule.pool).live_members()]
         mine = next(i for i, ((w, _, _), _) in enumerate(members) if w is weight)
+        selection = pool(rule.pool).selection(sparsity, lambda: _pool_keeps(members, sparsity))
+        keep = selection[mine]
         if rule.method == "global_units":
-            return _unit_pool_share(members, mine, weight.shape, rule, sparsity)
-        scores, caps = [], []
-        for (w, m, member_rule), cap in members:
-            values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
-            score = ops.reshape(_pool_scores(values, member_rule), (-1,))
-            size = int(score.shape[0])
-            scores.append(score)
-            caps.append(None if cap is None else prune_count(size, cap))
-        keep = masking.global_masks(scores, sparsity, caps)[mine]
+            return masking.spread_units(keep, weight.shape, rule.unit_axis)
         if rule.block is not None:
             shape = [d for d in weight.shape if d != 1]
             grid = [-(-shape[0] // rule.block[0]), -(-shape[1] // rule.block[1])]
@@ -295,7 +303,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return ops.reshape(keep, weight.shape)
 
     def _tied_share(self, weight: Any, rule: WeightRule, sparsity: Any) -> Any:
-        """Rank the tied group's classes (identically in every member) and keep ours."""
+        """Our share of the tied group's classes, ranked once per update for all members."""
         assert rule.pool is not None and rule.classes is not None  # WeightRule checks both
         members, mine = [], 0
         for wrapper, name, _ in pool(rule.pool).live_members():
@@ -303,7 +311,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
             members.append((values, member_rule.classes, member_rule.unit_axis))
             mine = len(members) - 1 if w is weight else mine
-        return masking.tied_unit_masks(members, rule.blocked, sparsity)[mine]
+        compute = lambda: masking.tied_unit_masks(members, rule.blocked, sparsity)  # noqa: E731
+        return pool(rule.pool).selection(sparsity, compute)[mine]
 
     def pair(self, name: str) -> tuple[Any, Any, WeightRule]:
         for weight, mask, rule in self.pairs:
@@ -343,11 +352,21 @@ def _pool_scores(values: Any, rule: WeightRule) -> Any:
     return masking.magnitude_scores(values)
 
 
-def _unit_pool_share(
-    members: list, mine: int, shape: Any, rule: WeightRule, sparsity: Any
-) -> Any:
-    """A global unit pool's selection, kept for member `mine` and spread over its kernel: by
-    norm alone (`global_masks`), or with tied members' classes as entries (`global_unit_masks`)."""
+def _pool_keeps(members: list, sparsity: Any) -> list[Any]:
+    """A global pool's selection as one flat keep vector per member: per weight, per block,
+    or per unit (by norm alone, or with tied members' classes as entries)."""
+    if members[0][0][2].method == "global_units":
+        return _unit_pool_keeps(members, sparsity)
+    scores, caps = [], []
+    for (w, m, member_rule), cap in members:
+        values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
+        score = ops.reshape(_pool_scores(values, member_rule), (-1,))
+        scores.append(score)
+        caps.append(None if cap is None else prune_count(int(score.shape[0]), cap))
+    return masking.global_masks(scores, sparsity, caps)
+
+
+def _unit_pool_keeps(members: list, sparsity: Any) -> list[Any]:
     norms, ties, caps = [], [], []
     for (w, m, member_rule), cap in members:
         values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
@@ -356,10 +375,8 @@ def _unit_pool_share(
         ties.append((member_rule.group, member_rule.classes, member_rule.blocked) if tied else None)
         caps.append(None if cap is None else prune_count(int(norms[-1].shape[0]), cap))
     if any(t is not None for t in ties):
-        keep = masking.global_unit_masks(norms, ties, caps, sparsity)[mine]
-    else:
-        keep = masking.global_masks(norms, sparsity, caps)[mine]
-    return masking.spread_units(keep, shape, rule.unit_axis)
+        return masking.global_unit_masks(norms, ties, caps, sparsity)
+    return masking.global_masks(norms, sparsity, caps)
 
 
 def _given_mask(values: np.ndarray, shape: Any) -> np.ndarray:
