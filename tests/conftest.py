@@ -71,7 +71,7 @@ def pytest_ignore_collect(collection_path: Path) -> bool | None:
 # test_shrink_zoo to the back so the zoo (built by test_zoo's worker) is ready when it starts
 # rather than idling the other worker on the build's lock. (`--dist loadgroup` would put the zoo
 # modules in one unit, but pytest-xdist 3.8 cannot set its group suffix on pytest 9.2's nodeids.)
-XDIST_ORDER = {"test_zoo": -2, "test_training": -1, "test_shrink_zoo": 1}
+XDIST_ORDER = {"test_zoo": -2, "test_training": -1, "test_tied_units_app": -1, "test_shrink_zoo": 1}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,7 +1,8 @@
 """Units tied across kernels (a residual Add makes unit j of every producer one channel), ranked
 and chosen together. Pure numpy: the one-shot prune (`prune/coupled.py`) and the trainer's
-numpy side (`schedule.pruned_positions`) share it; `keras/masking.tied_unit_masks` is the same
-rule in keras.ops, inside the compiled train step.
+numpy side (`schedule.pruned_positions`) share it; `keras/masking.tied_unit_masks` (layer scope)
+and `global_unit_masks` (global scope) are the same rules in keras.ops, inside the compiled train
+step.
 
 A *class* is one set of tied units; each member kernel gives every one of its units a class id.
 A class scores the root mean square of its members' unit norms; a blocked class (it also holds
