@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -244,18 +245,22 @@ print("REPORT" + json.dumps(report))
 """
 
 
-@pytest.fixture(scope="module", params=["tensorflow", "jax", "torch"])
-def report(request, tmp_path_factory, needs_tensorflow) -> dict:
-    out = tmp_path_factory.mktemp(f"tied_{request.param}")
+def report_of(script: str, out: Path, backend: str) -> dict:
+    """Run `script` on `backend` in a subprocess; the JSON it prints after REPORT."""
     run = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out)],
-        env={**ENV, "KERAS_BACKEND": request.param},
+        [sys.executable, "-c", script, str(out)],
+        env={**ENV, "KERAS_BACKEND": backend},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.split("REPORT", 1)[1])
+
+
+@pytest.fixture(scope="module", params=["tensorflow", "jax", "torch"])
+def report(request, tmp_path_factory, needs_tensorflow) -> dict:
+    return report_of(SCRIPT, tmp_path_factory.mktemp(f"tied_{request.param}"), request.param)
 
 
 def test_tied_rule_prunes_the_lowest_classes_in_every_member(report: dict) -> None:

@@ -11,13 +11,9 @@ second; shrink removes those channels from every member and the shrunk file load
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from test_tied_units import report_of
 
 SCRIPT = r"""
 import json, sys
@@ -71,18 +67,7 @@ GROUPS = [(1, 2), (3, 4, 5), (6, 7, 8, 9), (10, 11, 12), (13, 14, 15)]
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, needs_tensorflow) -> dict:
-    out = tmp_path_factory.mktemp("tied_app")
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # fmt: skip
-    run = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.split("REPORT", 1)[1])
+    return report_of(SCRIPT, tmp_path_factory.mktemp("tied_app"), "tensorflow")
 
 
 def test_mobilenet_follows_the_schedule(report: dict) -> None:
