@@ -116,11 +116,13 @@ def _fit_data(data: Dataset, train: TrainSpec, validate: bool) -> dict[str, Any]
                 "validation_data": validation}  # fmt: skip
     import tensorflow as tf
 
-    batches = tf.data.Dataset.from_tensor_slices((data.x, data.y))
-    batches = batches.shuffle(len(data.x), seed=train.seed, reshuffle_each_iteration=True)
+    x, y = tf.convert_to_tensor(data.x), tf.convert_to_tensor(data.y)
+    order = tf.data.Dataset.range(len(data.x))  # shuffled indices: no buffer holding the data
+    order = order.shuffle(len(data.x), seed=train.seed, reshuffle_each_iteration=True)
+    batches = order.batch(train.batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(train.batch_size)
     return {
-        "x": batches.batch(train.batch_size).prefetch(2),
+        "x": batches.prefetch(2),
         "shuffle": False,  # the pipeline shuffles; fit's default would warn on stderr
         "validation_data": validation.cache() if validate else None,
     }
