@@ -205,3 +205,11 @@ def test_c_chatter_is_replayed_only_for_an_unexpected_error(
         if error is not None:
             raise error
     assert (capfd.readouterr().err == "INFO: from C\n") is shown
+
+
+def test_serving_refuses_a_tflite_before_running_it(tflite: dict[str, Path]) -> None:
+    """A child that always aborts: were the file probed first, the error would be a crash."""
+    done = sparseprune("bench", tflite["intact"], "--serving", child="import os; os.abort()")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "not a .tflite" in lines[0], done.stderr

@@ -305,13 +305,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def _tied_share(self, weight: Any, rule: WeightRule, sparsity: Any) -> Any:
         """Our share of the tied group's classes, ranked once per update for all members."""
         assert rule.pool is not None and rule.classes is not None  # WeightRule checks both
-        members, mine = [], 0
-        for wrapper, name, _ in pool(rule.pool).live_members():
-            w, m, member_rule = wrapper.pair(name)
-            values = ops.multiply(w.value, ops.cast(m.value, w.dtype))
-            members.append((values, member_rule.classes, member_rule.unit_axis))
-            mine = len(members) - 1 if w is weight else mine
-        compute = lambda: masking.tied_unit_masks(members, rule.blocked, sparsity)  # noqa: E731
+        live = [wrapper.pair(name) for wrapper, name, _ in pool(rule.pool).live_members()]
+        mine = next(i for i, (w, _, _) in enumerate(live) if w is weight)
+
+        def compute() -> list:  # once per update: the masked values are read only here
+            members = [(ops.multiply(w.value, ops.cast(m.value, w.dtype)), r.classes, r.unit_axis)
+                       for w, m, r in live]  # fmt: skip
+            return masking.tied_unit_masks(members, rule.blocked, sparsity)
+
         return pool(rule.pool).selection(sparsity, compute)[mine]
 
     def pair(self, name: str) -> tuple[Any, Any, WeightRule]:

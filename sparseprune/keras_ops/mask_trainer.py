@@ -120,11 +120,14 @@ def _fit_data(data: Dataset, train: TrainSpec, validate: bool) -> dict[str, Any]
     order = tf.data.Dataset.range(len(data.x))  # shuffled indices: no buffer holding the data
     order = order.shuffle(len(data.x), seed=train.seed, reshuffle_each_iteration=True)
     batches = order.batch(train.batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
-    validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(train.batch_size)
+    validation = None
+    if validate:
+        validation = tf.data.Dataset.from_tensor_slices((x_val, y_val))
+        validation = validation.batch(train.batch_size).cache()
     return {
         "x": batches.prefetch(2),
         "shuffle": False,  # the pipeline shuffles; fit's default would warn on stderr
-        "validation_data": validation.cache() if validate else None,
+        "validation_data": validation,
     }
 
 

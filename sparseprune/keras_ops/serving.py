@@ -26,6 +26,7 @@ from sparseprune.keras_ops.bench import (
     BenchSpec,
     _KerasRunner,
     _preflight,
+    is_tflite,
     pin_threads,
 )
 from sparseprune.keras_ops.export import convert
@@ -78,9 +79,9 @@ def bench_serving(
     spec = spec or BenchSpec()
     spec.check()
     path = os.fspath(path)
-    kind = _preflight(path, spec, unsafe)
-    if kind == "tflite":
+    if os.path.isfile(path) and is_tflite(path):  # refused before _preflight runs it in a child
         raise InputError("bench --serving compares serving paths of a Keras model, not a .tflite.")
+    _preflight(path, spec, unsafe)
     threads = pin_threads(spec.threads)
     model = load_keras_model(path, unsafe)
     if len(model.inputs) != 1:

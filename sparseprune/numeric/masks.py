@@ -250,13 +250,6 @@ def global_unit_cut(
     return global_cut(lambda i: norms[i], [n.size for n in norms], total_prune, caps)
 
 
-def global_unit_positions(
-    kernel: np.ndarray, norms: np.ndarray, index: int, selection: GlobalCut
-) -> np.ndarray:
-    """Layer `index`'s share of a global unit selection, as whole kernel slices."""
-    return columns(kernel.shape, global_positions(norms, index, selection))
-
-
 def zero_units(values: np.ndarray, chosen: np.ndarray) -> int:
     """Zero the chosen slices in place; returns how many units were chosen."""
     values[chosen] = 0

@@ -125,12 +125,11 @@ def global_choice(
     return tied.global_choice(norms, pool_ties(len(norms), groups, coupled), count, caps)
 
 
-def pool_ties(
-    size: int, groups: list[list[int]], coupled: list[Coupling], target: float = 0.0
-) -> list[Tie | None]:
-    """Each pool member's place in its tied group (None: ranked unit by unit)."""
+def pool_ties(size: int, groups: list[list[int]], coupled: list[Coupling]) -> list[Tie | None]:
+    """Each pool member's place in its tied group (None: ranked unit by unit); the pool's count
+    decides how many go, so a tie's own target is unused (0)."""
     ties: list[Tie | None] = [None] * size
     for k, (members, coupling) in enumerate(zip(groups, coupled, strict=True)):
         for i, ids in zip(members, coupling.classes, strict=True):
-            ties[i] = Tie(k, ids, coupling.count, coupling.blocked, target)
+            ties[i] = Tie(k, ids, coupling.count, coupling.blocked, 0.0)
     return ties
